@@ -1,0 +1,1 @@
+"""Development SMTP servers: the sink used by the walk-through and tests."""

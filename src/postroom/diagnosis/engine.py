@@ -1,0 +1,99 @@
+"""Find the catalogue entry that explains a failure and render its advice."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from postroom.diagnosis.catalogue import CATALOGUE, FALLBACK
+from postroom.diagnosis.entry import Context, Entry
+from postroom.smtp.errors import SmtpFailure
+
+__all__ = ["Context", "Diagnosis", "diagnose", "diagnose_failure"]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What went wrong, in the server's words and in plain language."""
+
+    id: str
+    step: str
+    reply_code: int | None
+    enhanced_status: str | None
+    reply_text: str | None
+    error: str | None
+    cause: str
+    fix: str
+    transient: bool
+    setting: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Values(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _join(values: Any) -> str:
+    items = [str(value) for value in values or []]
+    return ", ".join(items) if items else "none"
+
+
+def _values(context: Context) -> _Values:
+    failure = context.failure
+    reply = ""
+    if failure.reply_code is not None:
+        reply = f"{failure.reply_code} {failure.reply_text or ''}".strip()
+    values = _Values(
+        step=failure.step.value,
+        host=context.host or "the server",
+        port=str(context.port or ""),
+        security=context.security or "",
+        mechanism=context.mechanism or "",
+        login=context.login or "",
+        reply=reply,
+        error=failure.error or "",
+        offered=_join(context.fact("offered")),
+        names=_join(context.fact("certificate_names")),
+        expires=str(context.fact("certificate_expires", "")),
+        size=str(context.fact("size", "")),
+        size_limit=str(context.fact("size_limit", "")),
+    )
+    return values
+
+
+def best_entry(context: Context, catalogue: tuple[Entry, ...] = CATALOGUE) -> Entry:
+    best: Entry = FALLBACK
+    best_score = -1
+    for entry in catalogue:
+        score = entry.score(context)
+        # Strictly greater: on a tie the entry listed first wins.
+        if score is not None and score > best_score:
+            best, best_score = entry, score
+    return best
+
+
+def diagnose(context: Context) -> Diagnosis:
+    entry = best_entry(context)
+    values = _values(context)
+    formatter = string.Formatter()
+    failure = context.failure
+    return Diagnosis(
+        id=entry.id,
+        step=failure.step.value,
+        reply_code=failure.reply_code,
+        enhanced_status=failure.enhanced_status,
+        reply_text=failure.reply_text,
+        error=failure.error,
+        cause=formatter.vformat(entry.cause, (), values),
+        fix=formatter.vformat(entry.fix, (), values),
+        transient=entry.transient,
+        setting=entry.setting,
+    )
+
+
+def diagnose_failure(failure: SmtpFailure, **context: Any) -> Diagnosis:
+    return diagnose(Context(failure=failure, **context))

@@ -1,0 +1,401 @@
+"""Email profiles: validation, storage and the rules around system profiles."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from postroom.crypto import SecretBox
+from postroom.domain.models import (
+    PENDING_STATUSES,
+    AuthMechanism,
+    MessageStatus,
+    OutboxMessage,
+    Profile,
+    Security,
+)
+from postroom.domain.validation import check_host, check_single_line, parse_mailbox
+from postroom.errors import ConflictError, InvalidInputError, NotFoundError
+
+MAX_TIMEOUT_SECONDS = 600.0
+
+# Fields a caller may set, in the order they are validated and shown.
+_PLAIN_FIELDS = (
+    "name",
+    "client",
+    "host",
+    "port",
+    "security",
+    "inbound_host",
+    "inbound_port",
+    "login",
+    "mechanism",
+    "from_address",
+    "is_active",
+    "ehlo_name",
+    "ca_bundle",
+    "connect_timeout",
+    "command_timeout",
+)
+
+
+class ProfileInput(BaseModel):
+    """Fields of a profile as a caller sends them; unset fields are unchanged."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str | None = None
+    client: str | None = None
+    host: str | None = Field(
+        default=None, validation_alias=AliasChoices("host", "outbound_server")
+    )
+    port: int | None = Field(
+        default=None, validation_alias=AliasChoices("port", "outbound_port")
+    )
+    security: Security | None = None
+    inbound_host: str | None = Field(
+        default=None, validation_alias=AliasChoices("inbound_host", "inbound_server")
+    )
+    inbound_port: int | None = None
+    login: str | None = None
+    password: SecretStr | None = None
+    confirm_password: SecretStr | None = None
+    clear_password: bool = False
+    mechanism: AuthMechanism | None = Field(
+        default=None, validation_alias=AliasChoices("mechanism", "auth_mechanism")
+    )
+    from_address: str | None = Field(
+        default=None, validation_alias=AliasChoices("from_address", "from")
+    )
+    is_active: bool | None = None
+    ehlo_name: str | None = None
+    ca_bundle: str | None = None
+    connect_timeout: float | None = None
+    command_timeout: float | None = None
+
+
+class ProfileView(BaseModel):
+    """A profile as shown to callers: every field except the password."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    client: str | None
+    is_system: bool
+    is_active: bool
+    host: str | None
+    port: int
+    security: Security
+    inbound_host: str | None
+    inbound_port: int | None
+    login: str | None
+    has_password: bool
+    mechanism: AuthMechanism
+    from_address: str | None
+    ehlo_name: str | None
+    ca_bundle: str | None
+    connect_timeout: float
+    command_timeout: float
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, profile: Profile) -> ProfileView:
+        values = {
+            name: getattr(profile, name)
+            for name in cls.model_fields
+            if name != "has_password"
+        }
+        return cls(has_password=profile.password_encrypted is not None, **values)
+
+
+def _blank_to_none(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _check_port(value: int, field: str) -> None:
+    if not 1 <= value <= 65535:
+        raise InvalidInputError(
+            f"must be between 1 and 65535, got {value}", field=field
+        )
+
+
+def _check_timeout(value: float, field: str) -> None:
+    if not 0 < value <= MAX_TIMEOUT_SECONDS:
+        raise InvalidInputError(
+            f"must be more than 0 and at most {MAX_TIMEOUT_SECONDS:g} seconds, "
+            f"got {value:g}",
+            field=field,
+        )
+
+
+def _check_name(value: str) -> str:
+    value = check_single_line(value.strip(), "name")
+    if not value:
+        raise InvalidInputError("is required", field="name")
+    if len(value) > 200:
+        raise InvalidInputError("must be at most 200 characters", field="name")
+    if "/" in value:
+        raise InvalidInputError("must not contain '/'", field="name")
+    return value
+
+
+def _normalize(state: dict[str, Any], is_system: bool) -> dict[str, Any]:
+    """Check a profile's complete state and return it cleaned up."""
+    state = dict(state)
+    state["name"] = _check_name(state["name"] or "")
+
+    for field in ("client", "login", "ehlo_name", "ca_bundle"):
+        value = _blank_to_none(state[field])
+        state[field] = check_single_line(value, field) if value else None
+
+    state["host"] = _blank_to_none(state["host"])
+    if state["host"] is not None:
+        state["host"] = check_host(state["host"], "host")
+    elif not is_system:
+        raise InvalidInputError(
+            "outbound server is required, for example smtp.office365.com",
+            field="host",
+        )
+    elif state["is_active"]:
+        raise InvalidInputError(
+            "outbound server is required before the profile can be active",
+            field="host",
+        )
+
+    _check_port(state["port"], "port")
+
+    state["inbound_host"] = _blank_to_none(state["inbound_host"])
+    if (state["inbound_host"] is None) != (state["inbound_port"] is None):
+        missing = "inbound_port" if state["inbound_port"] is None else "inbound_host"
+        raise InvalidInputError(
+            "inbound server and inbound port must be set together, or neither",
+            field=missing,
+        )
+    if state["inbound_host"] is not None:
+        state["inbound_host"] = check_host(state["inbound_host"], "inbound_host")
+        _check_port(state["inbound_port"], "inbound_port")
+
+    state["from_address"] = _blank_to_none(state["from_address"])
+    if state["from_address"] is not None:
+        state["from_address"] = str(
+            parse_mailbox(state["from_address"], "from_address")
+        )
+    elif state["is_active"]:
+        raise InvalidInputError(
+            "a From address is required before the profile can be active, "
+            "for example 'Orders <orders@example.com>'",
+            field="from_address",
+        )
+
+    if state["ehlo_name"] is not None:
+        state["ehlo_name"] = check_host(state["ehlo_name"], "ehlo_name")
+
+    if state["ca_bundle"] is not None and not Path(state["ca_bundle"]).is_file():
+        raise InvalidInputError(
+            f"CA bundle file {state['ca_bundle']!r} does not exist or is not a file",
+            field="ca_bundle",
+        )
+
+    _check_timeout(state["connect_timeout"], "connect_timeout")
+    _check_timeout(state["command_timeout"], "command_timeout")
+    return state
+
+
+def _new_password(data: ProfileInput) -> str | None:
+    """Return the new password, or None to keep the stored one."""
+    if data.password is None or data.password.get_secret_value() == "":
+        if (
+            data.confirm_password is not None
+            and data.confirm_password.get_secret_value()
+        ):
+            raise InvalidInputError(
+                "is set but password is empty; enter the password in both fields",
+                field="confirm_password",
+            )
+        return None
+    password = data.password.get_secret_value()
+    check_single_line(password, "password")
+    if data.confirm_password is None:
+        raise InvalidInputError(
+            "is required when a password is set; repeat the password",
+            field="confirm_password",
+        )
+    if data.confirm_password.get_secret_value() != password:
+        raise InvalidInputError(
+            "does not match password; enter the same password in both fields",
+            field="confirm_password",
+        )
+    return password
+
+
+def _defaults() -> dict[str, Any]:
+    return {
+        "name": None,
+        "client": None,
+        "host": None,
+        "port": 587,
+        "security": Security.STARTTLS,
+        "inbound_host": None,
+        "inbound_port": None,
+        "login": None,
+        "mechanism": AuthMechanism.USER_PASSWORD,
+        "from_address": None,
+        "is_active": True,
+        "ehlo_name": None,
+        "ca_bundle": None,
+        "connect_timeout": 30.0,
+        "command_timeout": 60.0,
+    }
+
+
+def _given(data: ProfileInput) -> dict[str, Any]:
+    return {
+        name: getattr(data, name)
+        for name in _PLAIN_FIELDS
+        if name in data.model_fields_set and getattr(data, name) is not None
+    }
+
+
+def list_profiles(session: Session, clients: list[str] | None = None) -> list[Profile]:
+    """List profiles by name; ``clients`` limits the result to those clients."""
+    query = select(Profile).order_by(Profile.name)
+    if clients is not None:
+        query = query.where(Profile.client.in_(clients))
+    return list(session.scalars(query))
+
+
+def find_profile(session: Session, name: str) -> Profile | None:
+    return session.scalars(select(Profile).where(Profile.name == name)).one_or_none()
+
+
+def get_profile(session: Session, name: str) -> Profile:
+    profile = find_profile(session, name)
+    if profile is None:
+        raise NotFoundError(f"no email profile named {name!r}", field="name")
+    return profile
+
+
+def _ensure_name_free(session: Session, name: str) -> None:
+    if find_profile(session, name) is not None:
+        raise ConflictError(
+            f"an email profile named {name!r} already exists; choose another name",
+            field="name",
+        )
+
+
+def create_profile(session: Session, box: SecretBox, data: ProfileInput) -> Profile:
+    if not data.name:
+        raise InvalidInputError("is required", field="name")
+    state = _normalize(_defaults() | _given(data), is_system=False)
+    password = _new_password(data)
+    _ensure_name_free(session, state["name"])
+
+    profile = Profile(**state, is_system=False)
+    if password is not None:
+        profile.password_encrypted = box.encrypt(password)
+    session.add(profile)
+    session.flush()
+    release_held_messages(session, profile)
+    return profile
+
+
+def update_profile(
+    session: Session, box: SecretBox, name: str, data: ProfileInput
+) -> Profile:
+    """Apply the given fields; a missing or empty password keeps the stored one."""
+    profile = get_profile(session, name)
+    current = {field: getattr(profile, field) for field in _PLAIN_FIELDS}
+    state = _normalize(current | _given(data), is_system=profile.is_system)
+    password = _new_password(data)
+    if password is not None and data.clear_password:
+        raise InvalidInputError(
+            "cannot be combined with a new password", field="clear_password"
+        )
+
+    new_name = state["name"]
+    if new_name != profile.name:
+        if profile.is_system:
+            raise ConflictError(
+                f"{profile.name} is a system profile and cannot be renamed",
+                field="name",
+            )
+        _ensure_name_free(session, new_name)
+        # Messages refer to profiles by name: move the undelivered ones along.
+        session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.profile_name == profile.name,
+                OutboxMessage.status.in_(list(PENDING_STATUSES)),
+            )
+            .values(profile_name=new_name)
+        )
+
+    for field, value in state.items():
+        setattr(profile, field, value)
+    if password is not None:
+        profile.password_encrypted = box.encrypt(password)
+    elif data.clear_password:
+        profile.password_encrypted = None
+    session.flush()
+    release_held_messages(session, profile)
+    return profile
+
+
+def delete_profile(session: Session, name: str) -> None:
+    profile = get_profile(session, name)
+    if profile.is_system:
+        raise ConflictError(
+            f"{profile.name} is a system profile and cannot be deleted; "
+            "set it inactive instead",
+            field="name",
+        )
+    pending = session.scalar(
+        select(OutboxMessage.id)
+        .where(
+            OutboxMessage.profile_name == profile.name,
+            OutboxMessage.status.in_(list(PENDING_STATUSES)),
+        )
+        .limit(1)
+    )
+    if pending is not None:
+        raise ConflictError(
+            f"profile {profile.name!r} still has undelivered messages; let them "
+            "finish, cancel them, or set the profile inactive instead",
+            field="name",
+        )
+    session.delete(profile)
+
+
+def release_held_messages(session: Session, profile: Profile) -> int:
+    """Queue the messages held for this profile once it can send."""
+    if not profile.is_active or not profile.host:
+        return 0
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.profile_name == profile.name,
+            OutboxMessage.status == MessageStatus.HELD,
+        )
+        .values(status=MessageStatus.QUEUED, held_reason=None)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def hold_reason(profile: Profile | None, name: str) -> str | None:
+    """Say why messages for this profile cannot be sent now, or None if they can."""
+    if profile is None:
+        return f"email profile {name!r} does not exist"
+    if not profile.is_active:
+        return f"email profile {name!r} is inactive"
+    if not profile.host:
+        return f"email profile {name!r} has no outbound server"
+    return None

@@ -1,0 +1,1 @@
+"""Message building: MIME structure, headers and envelope."""

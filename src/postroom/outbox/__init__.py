@@ -1,0 +1,1 @@
+"""The outbox: durable queue of built messages and the delivery worker."""

@@ -1,0 +1,170 @@
+"""Decide what one delivery attempt means for a message and its recipients.
+
+Pure functions: they take what the SMTP session reported and return the
+Outcome to store, so the rules can be read and tested on their own.
+Transient or permanent follows the diagnosis, not only the reply code's
+first digit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from postroom.diagnosis.engine import Diagnosis
+from postroom.domain.models import MessageStatus, RecipientStatus
+from postroom.outbox.retry import RetryPolicy
+from postroom.outbox.store import ClaimedMessage, Outcome, RecipientUpdate
+from postroom.smtp.errors import SmtpFailure, Step
+from postroom.smtp.replies import Reply, parse_enhanced_status, parse_queue_id
+from postroom.smtp.session import SendResult
+
+Diagnose = Callable[[SmtpFailure], Diagnosis]
+
+
+@dataclass
+class AttemptReport:
+    """What the SMTP side observed for one message in one attempt."""
+
+    message: ClaimedMessage
+    started_at: datetime
+    duration_ms: int
+    result: SendResult | None = None
+    failure: SmtpFailure | None = None
+
+
+def _reply_fields(reply: Reply) -> dict[str, Any]:
+    return {
+        "reply_code": reply.code,
+        "enhanced_status": parse_enhanced_status(reply.text),
+        "reply_text": reply.text,
+    }
+
+
+def _failure_fields(failure: SmtpFailure) -> dict[str, Any]:
+    if failure.reply_code is not None:
+        return {
+            "reply_code": failure.reply_code,
+            "enhanced_status": failure.enhanced_status,
+            "reply_text": failure.reply_text,
+        }
+    return {
+        "reply_code": None,
+        "enhanced_status": None,
+        "reply_text": f"{failure.step}: {failure.error or failure.kind}",
+    }
+
+
+def _final_status(accepted: int, failed: int) -> MessageStatus:
+    if failed == 0:
+        return MessageStatus.SENT
+    if accepted == 0:
+        return MessageStatus.FAILED
+    return MessageStatus.PARTIALLY_SENT
+
+
+def decide(
+    report: AttemptReport, diagnose: Diagnose, policy: RetryPolicy, now: datetime
+) -> Outcome:
+    message = report.message
+    attempt = message.attempt_count + 1
+    updates: list[RecipientUpdate] = []
+    diagnosis: Diagnosis | None = None
+    step: str | None = None
+    attempt_reply: dict[str, Any] = {
+        "reply_code": None,
+        "enhanced_status": None,
+        "reply_text": None,
+    }
+    queue_id: str | None = None
+
+    if report.failure is not None:
+        failure = report.failure
+        diagnosis = diagnose(failure)
+        step = failure.step.value
+        attempt_reply = _failure_fields(failure)
+        status = (
+            RecipientStatus.DEFERRED if diagnosis.transient else RecipientStatus.FAILED
+        )
+        updates = [
+            RecipientUpdate(recipient.id, status, **attempt_reply)
+            for recipient in message.recipients
+        ]
+    else:
+        assert report.result is not None
+        result = report.result
+        data_reply = result.data
+        for recipient in message.recipients:
+            refusal = result.refused.get(recipient.address)
+            if refusal is not None:
+                refusal_diagnosis = diagnose(
+                    SmtpFailure.from_reply(Step.RCPT_TO, refusal)
+                )
+                diagnosis = diagnosis or refusal_diagnosis
+                status = (
+                    RecipientStatus.DEFERRED
+                    if refusal_diagnosis.transient
+                    else RecipientStatus.FAILED
+                )
+                updates.append(
+                    RecipientUpdate(recipient.id, status, **_reply_fields(refusal))
+                )
+            elif data_reply is not None:
+                updates.append(
+                    RecipientUpdate(
+                        recipient.id,
+                        RecipientStatus.ACCEPTED,
+                        **_reply_fields(data_reply),
+                    )
+                )
+        if data_reply is not None:
+            step = Step.DATA.value
+            attempt_reply = _reply_fields(data_reply)
+            queue_id = parse_queue_id(data_reply.text)
+        else:
+            step = Step.RCPT_TO.value
+
+    last_error = diagnosis.as_dict() if diagnosis is not None else None
+    deferred = [
+        update for update in updates if update.status == RecipientStatus.DEFERRED
+    ]
+    next_attempt_at = now
+    if deferred:
+        reason = policy.gives_up(attempt, message.created_at, now)
+        if reason is None:
+            next_attempt_at = now + policy.delay(attempt)
+        else:
+            for update in deferred:
+                update.status = RecipientStatus.FAILED
+            if last_error is not None:
+                last_error = {**last_error, "gave_up": reason}
+
+    if any(update.status == RecipientStatus.DEFERRED for update in updates):
+        message_status = MessageStatus.QUEUED
+    else:
+        accepted = message.earlier_accepted + sum(
+            update.status == RecipientStatus.ACCEPTED for update in updates
+        )
+        failed = message.earlier_failed + sum(
+            update.status == RecipientStatus.FAILED for update in updates
+        )
+        message_status = _final_status(accepted, failed)
+
+    any_accepted = any(update.status == RecipientStatus.ACCEPTED for update in updates)
+    return Outcome(
+        message_pk=message.id,
+        status=message_status,
+        attempt_number=attempt,
+        started_at=report.started_at,
+        duration_ms=report.duration_ms,
+        step=step,
+        diagnosis=diagnosis.as_dict() if diagnosis is not None else None,
+        recipients=updates,
+        next_attempt_at=next_attempt_at,
+        sent_at=now if any_accepted else message.sent_at,
+        provider_queue_id=queue_id or message.provider_queue_id,
+        last_error=last_error,
+        **attempt_reply,
+    )

@@ -1,0 +1,166 @@
+"""Accepting work: commit a built message to the outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from postroom.domain.models import (
+    MessageRecipient,
+    MessageStatus,
+    OutboxMessage,
+    RecipientStatus,
+)
+from postroom.domain.profiles import find_profile, hold_reason
+from postroom.errors import InvalidInputError
+from postroom.mime.build import BuiltMessage, MessageDraft, build_message
+from postroom.outbox.wakeup import notify_in_transaction
+
+
+class MessageRequest(BaseModel):
+    """A message to send, as the API and CLI accept it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    profile: str
+    from_address: str | None = Field(default=None, alias="from")
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+    reply_to: list[str] = Field(default_factory=list)
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+def store_message(
+    session: Session,
+    built: BuiltMessage,
+    profile_name: str,
+    *,
+    source: str,
+    held_reason: str | None = None,
+    not_before: datetime | None = None,
+) -> OutboxMessage:
+    """Add a built message to the outbox in the caller's transaction.
+
+    With ``held_reason`` the message is kept as held; it is queued when its
+    profile becomes able to send.
+    """
+    message = OutboxMessage(
+        profile_name=profile_name,
+        status=MessageStatus.HELD if held_reason else MessageStatus.QUEUED,
+        held_reason=held_reason,
+        source=source,
+        message_id=built.message_id,
+        envelope_sender=built.envelope_sender,
+        subject=built.subject,
+        raw=built.raw,
+        size=len(built.raw),
+        smtputf8=built.smtputf8,
+        recipients=[
+            MessageRecipient(address=address, kind=kind, status=RecipientStatus.PENDING)
+            for address, kind in built.recipients
+        ],
+    )
+    if not_before is not None:
+        message.next_attempt_at = not_before
+    session.add(message)
+    session.flush()
+    if not held_reason:
+        notify_in_transaction(session)
+    return message
+
+
+def enqueue(
+    session: Session, request: MessageRequest, *, source: str = "api"
+) -> OutboxMessage:
+    """Validate, build and store a message; unknown profiles are an input error."""
+    profile = find_profile(session, request.profile)
+    if profile is None:
+        raise InvalidInputError(
+            f"no email profile named {request.profile!r}; create it first or use "
+            "an existing one",
+            field="profile",
+        )
+    sender = request.from_address or profile.from_address
+    if not sender:
+        raise InvalidInputError(
+            f"is required because profile {profile.name!r} has no From address",
+            field="from",
+        )
+    built = build_message(
+        MessageDraft(
+            sender=sender,
+            to=request.to,
+            cc=request.cc,
+            bcc=request.bcc,
+            reply_to=request.reply_to,
+            subject=request.subject,
+            text=request.text,
+            html=request.html,
+            headers=request.headers,
+        )
+    )
+    return store_message(
+        session,
+        built,
+        profile.name,
+        source=source,
+        held_reason=hold_reason(profile, profile.name),
+    )
+
+
+def message_view(message: OutboxMessage) -> dict[str, Any]:
+    """Render a message with its recipients and attempts for API and CLI."""
+    return {
+        "id": message.id,
+        "message_id": message.message_id,
+        "profile": message.profile_name,
+        "status": message.status,
+        "held_reason": message.held_reason,
+        "source": message.source,
+        "envelope_sender": message.envelope_sender,
+        "subject": message.subject,
+        "size": message.size,
+        "created_at": message.created_at,
+        "updated_at": message.updated_at,
+        "next_attempt_at": message.next_attempt_at
+        if message.status in (MessageStatus.QUEUED, MessageStatus.HELD)
+        else None,
+        "attempt_count": message.attempt_count,
+        "sent_at": message.sent_at,
+        "provider_queue_id": message.provider_queue_id,
+        "last_error": message.last_error,
+        "recipients": [
+            {
+                "address": recipient.address,
+                "kind": recipient.kind,
+                "status": recipient.status,
+                "reply_code": recipient.reply_code,
+                "enhanced_status": recipient.enhanced_status,
+                "reply_text": recipient.reply_text,
+                "updated_at": recipient.updated_at,
+            }
+            for recipient in message.recipients
+        ],
+        "attempts": [
+            {
+                "number": attempt.number,
+                "started_at": attempt.started_at,
+                "duration_ms": attempt.duration_ms,
+                "outcome": attempt.outcome,
+                "step": attempt.step,
+                "reply_code": attempt.reply_code,
+                "enhanced_status": attempt.enhanced_status,
+                "reply_text": attempt.reply_text,
+                "diagnosis": attempt.diagnosis,
+                "worker": attempt.worker,
+            }
+            for attempt in message.attempts
+        ],
+    }

@@ -1,0 +1,1 @@
+"""The SMTP transport: connection, TLS, SASL mechanisms, replies, transcript."""

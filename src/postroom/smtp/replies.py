@@ -1,0 +1,62 @@
+"""SMTP replies: the reply code, the enhanced status code and the text."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# RFC 3463: class.subject.detail, where class is 2, 4 or 5, subject has one
+# to three digits and detail one to three. Servers put it at the start of
+# the text, and on multi-line replies at the start of each line.
+_ENHANCED_STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?=\s|$)")
+
+# Queue ids as providers print them after DATA, for example Postfix
+# "250 2.0.0 Ok: queued as 4Fq1Xb0v2Kz9", Exchange "250 2.6.0 <id> [InternalId=...]
+# Queued mail for delivery", Gmail "250 2.0.0 OK  1700000000 a1-2b3c.42 - gsmtp".
+_QUEUE_ID_PATTERNS = (
+    re.compile(r"queued as ([A-Za-z0-9._\-]+)", re.IGNORECASE),
+    re.compile(r"\bid=([A-Za-z0-9._\-]+)", re.IGNORECASE),
+    re.compile(r"InternalId=(\d+)"),
+    re.compile(r"^OK\s+\d+\s+(\S+)\s+-\s+gsmtp", re.IGNORECASE),
+)
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+
+    @property
+    def enhanced_status(self) -> str | None:
+        return parse_enhanced_status(self.text)
+
+    @property
+    def is_positive(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def is_transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+def parse_enhanced_status(text: str) -> str | None:
+    match = _ENHANCED_STATUS.match(text.strip())
+    return match.group(1) if match else None
+
+
+def text_without_status(text: str) -> str:
+    """Drop the leading enhanced status code, if any, from reply text."""
+    return _ENHANCED_STATUS.sub("", text.strip(), count=1).strip()
+
+
+def parse_queue_id(text: str) -> str | None:
+    """Find the provider's queue id in the reply to DATA, if it gives one."""
+    body = text_without_status(text)
+    for pattern in _QUEUE_ID_PATTERNS:
+        match = pattern.search(body)
+        if match:
+            return match.group(1).strip("<>")
+    return None

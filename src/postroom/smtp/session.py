@@ -1,0 +1,453 @@
+"""One SMTP session: open (connect, greeting, EHLO, STARTTLS, AUTH), send, close.
+
+Every failure is raised as SmtpFailure naming the step where it happened,
+with the server's reply when there was one. The class is built on aiosmtplib
+and adds the step bookkeeping, timings and a transcript without secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiosmtplib
+from aiosmtplib.typing import Default
+
+from postroom.smtp import sasl
+from postroom.smtp.errors import ErrorKind, SmtpFailure, Step
+from postroom.smtp.replies import Reply
+from postroom.smtp.settings import ConnectionSettings, address_literal, machine_fqdn
+from postroom.smtp.tls import client_context
+from postroom.smtp.transcript import Transcript
+
+# RFC 5321, 4.5.2: a line that starts with a period gets a second one.
+_LEADING_PERIOD = re.compile(rb"(?m)^\.")
+# Any CR or LF that is not part of a CRLF pair. Bare ones are what SMTP
+# smuggling relies on, so the body is normalized before it goes out.
+_BARE_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def encode_data(message: bytes) -> bytes:
+    """Return the DATA payload: CRLF line ends, dot-stuffed, with the final dot."""
+    normalized = _BARE_LINE_BREAK.sub(b"\r\n", message)
+    if not normalized.endswith(b"\r\n"):
+        normalized += b"\r\n"
+    return _LEADING_PERIOD.sub(b"..", normalized) + b".\r\n"
+
+
+class _RecordingSMTP(aiosmtplib.SMTP):
+    """aiosmtplib's client with every command and reply copied to a transcript."""
+
+    transcript: Transcript | None = None
+
+    async def execute_command(
+        self,
+        *args: bytes,
+        timeout: float | Literal[Default.token] | None = Default.token,
+    ) -> aiosmtplib.SMTPResponse:
+        if self.transcript is not None:
+            self.transcript.client(*args)
+        try:
+            response = await super().execute_command(*args, timeout=timeout)
+        except aiosmtplib.SMTPException as exc:
+            if self.transcript is not None:
+                self.transcript.event(f"no reply: {exc}")
+            raise
+        if self.transcript is not None:
+            self.transcript.server(response.code, response.message)
+        return response
+
+
+@dataclass
+class SendResult:
+    """The outcome of one mail transaction, per recipient."""
+
+    mail_from: Reply
+    accepted: dict[str, Reply] = field(default_factory=dict)
+    # Refused at RCPT TO, each with its own reply.
+    refused: dict[str, Reply] = field(default_factory=dict)
+    # The final reply to DATA; None when every recipient was refused.
+    data: Reply | None = None
+
+
+def _root_causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def classify(step: Step, exc: BaseException) -> SmtpFailure:
+    """Turn an exception raised during ``step`` into an SmtpFailure."""
+    if isinstance(exc, SmtpFailure):
+        return exc
+
+    chain = list(_root_causes(exc))
+    message = str(exc) or type(exc).__name__
+
+    for cause in chain:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return SmtpFailure(
+                step=step,
+                kind=ErrorKind.CERTIFICATE,
+                error=cause.verify_message or str(cause),
+                details={"verify_code": cause.verify_code},
+            )
+    for cause in chain:
+        if isinstance(cause, ssl.SSLError):
+            return SmtpFailure(
+                step=step,
+                kind=ErrorKind.TLS,
+                error=cause.reason or str(cause),
+                details={"ssl_error": str(cause)},
+            )
+
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if exc.code < 0:
+            # aiosmtplib reports a reply it cannot parse with code -1.
+            return SmtpFailure(step=step, kind=ErrorKind.PROTOCOL, error=exc.message)
+        return SmtpFailure(
+            step=step, kind=ErrorKind.REPLY, reply_code=exc.code, reply_text=exc.message
+        )
+
+    for cause in chain:
+        if isinstance(cause, socket.gaierror):
+            return SmtpFailure(step=step, kind=ErrorKind.DNS, error=str(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return SmtpFailure(step=step, kind=ErrorKind.REFUSED, error=str(cause))
+    for cause in chain:
+        if isinstance(cause, TimeoutError | asyncio.TimeoutError):
+            return SmtpFailure(step=step, kind=ErrorKind.TIMEOUT, error=message)
+        if isinstance(cause, aiosmtplib.SMTPServerDisconnected | ConnectionResetError):
+            return SmtpFailure(step=step, kind=ErrorKind.DISCONNECTED, error=message)
+    if isinstance(exc, OSError | aiosmtplib.SMTPException):
+        return SmtpFailure(step=step, kind=ErrorKind.NETWORK, error=message)
+    raise exc
+
+
+class SmtpSession:
+    """An SMTP connection to one server, walked step by step."""
+
+    def __init__(
+        self, settings: ConnectionSettings, transcript: Transcript | None = None
+    ) -> None:
+        self.settings = settings
+        self.transcript = transcript
+        if transcript is not None:
+            for secret in settings.secrets:
+                transcript.add_secret(secret)
+        # Milliseconds each step took, in the order they ran.
+        self.timings: dict[str, float] = {}
+        self.greeting: Reply | None = None
+        self.tls_version: str | None = None
+        self.peer_certificate: dict[str, Any] | None = None
+        self.authenticated = False
+        self._client: _RecordingSMTP | None = None
+
+    @contextmanager
+    def _step(self, step: Step) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            failure = classify(step, exc)
+            if self.transcript is not None:
+                if failure.reply_code is None:
+                    self.transcript.event(f"failed: {failure.error}")
+                elif step in (Step.GREETING, Step.STARTTLS):
+                    # aiosmtplib reads these two replies outside execute_command,
+                    # so the recording client has not seen them.
+                    self.transcript.server(failure.reply_code, failure.reply_text or "")
+            raise failure from exc
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            self.timings[step.value] = self.timings.get(step.value, 0.0) + elapsed
+
+    @property
+    def client(self) -> _RecordingSMTP:
+        if self._client is None:
+            raise SmtpFailure(
+                step=Step.CONNECT,
+                kind=ErrorKind.DISCONNECTED,
+                error="the session is not connected",
+            )
+        return self._client
+
+    @property
+    def is_connected(self) -> bool:
+        return self._client is not None and self._client.is_connected
+
+    @property
+    def extensions(self) -> dict[str, str]:
+        return dict(self._client.esmtp_extensions) if self._client else {}
+
+    @property
+    def offered_mechanisms(self) -> list[str]:
+        if self._client is None:
+            return []
+        return [name.upper() for name in self._client.server_auth_methods]
+
+    @property
+    def size_limit(self) -> int | None:
+        value = self.extensions.get("size", "")
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+    async def open(self) -> None:
+        """Connect and walk the dialogue up to an authenticated session."""
+        settings = self.settings
+        sock = await self._connect()
+
+        use_tls = settings.security == "tls"
+        tls_context = (
+            client_context(settings.ca_bundle) if settings.security != "none" else None
+        )
+        client = _RecordingSMTP(
+            hostname=settings.host,
+            sock=sock,
+            use_tls=use_tls,
+            start_tls=False,
+            tls_context=tls_context,
+            timeout=settings.command_timeout,
+            local_hostname=self._ehlo_name(sock),
+        )
+        client.transcript = self.transcript
+        if use_tls and self.transcript is not None:
+            self.transcript.event("TLS handshake (implicit TLS)")
+
+        try:
+            with self._step(Step.GREETING):
+                response = await client.connect(timeout=settings.connect_timeout)
+        except SmtpFailure as failure:
+            sock.close()
+            # With implicit TLS the handshake happens before the greeting, as
+            # part of connecting; report it there.
+            if use_tls and failure.kind in (ErrorKind.TLS, ErrorKind.CERTIFICATE):
+                failure.step = Step.CONNECT
+            raise
+        except BaseException:
+            sock.close()
+            raise
+        self._client = client
+        self.greeting = Reply(response.code, response.message)
+        if self.transcript is not None:
+            self.transcript.server(response.code, response.message)
+        if use_tls:
+            self._note_tls()
+
+        await self._ehlo()
+        if settings.security == "starttls":
+            await self._starttls()
+            await self._ehlo()
+        if settings.login:
+            with self._step(Step.AUTH):
+                await sasl.authenticate(client, settings)
+            self.authenticated = True
+
+    async def _connect(self) -> socket.socket:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        if self.transcript is not None:
+            self.transcript.event(f"connecting to {settings.host} port {settings.port}")
+        with self._step(Step.CONNECT):
+            deadline = loop.time() + settings.connect_timeout
+            async with asyncio.timeout(settings.connect_timeout):
+                infos = await loop.getaddrinfo(
+                    settings.host, settings.port, type=socket.SOCK_STREAM
+                )
+            last_error: OSError | None = None
+            for family, kind, proto, _name, address in infos:
+                sock = socket.socket(family, kind, proto)
+                sock.setblocking(False)
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await loop.sock_connect(sock, address)
+                except OSError as exc:
+                    sock.close()
+                    last_error = exc
+                    continue
+                except BaseException:
+                    sock.close()
+                    raise
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.transcript is not None:
+                    self.transcript.event(
+                        f"connected to {address[0]!s} port {address[1]!s}"
+                    )
+                return sock
+            raise last_error or OSError(f"no address found for {settings.host}")
+
+    def _ehlo_name(self, sock: socket.socket) -> str:
+        if self.settings.ehlo_name:
+            return self.settings.ehlo_name
+        fqdn = machine_fqdn()
+        if fqdn:
+            return fqdn
+        return address_literal(sock.getsockname()[0])
+
+    def _note_tls(self) -> None:
+        ssl_object = self.client.get_transport_info("ssl_object")
+        if ssl_object is None:
+            return
+        self.tls_version = ssl_object.version()
+        self.peer_certificate = ssl_object.getpeercert() or None
+        if self.transcript is not None:
+            self.transcript.event(f"TLS established ({self.tls_version})")
+
+    async def _ehlo(self) -> None:
+        with self._step(Step.EHLO):
+            try:
+                await self.client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                # A server that does not know EHLO gets HELO (RFC 5321, 3.2).
+                if not self.client.is_connected:
+                    raise
+                await self.client.helo()
+
+    async def _starttls(self) -> None:
+        client = self.client
+        with self._step(Step.STARTTLS):
+            if not client.supports_extension("starttls"):
+                raise SmtpFailure(
+                    step=Step.STARTTLS,
+                    kind=ErrorKind.NOT_OFFERED,
+                    error="the server does not offer STARTTLS",
+                    details={"extensions": sorted(client.esmtp_extensions)},
+                )
+            if self.transcript is not None:
+                self.transcript.client(b"STARTTLS")
+            response = await client.starttls(timeout=self.settings.connect_timeout)
+            if self.transcript is not None:
+                self.transcript.server(response.code, response.message)
+        self._note_tls()
+
+    async def send(
+        self,
+        envelope_sender: str,
+        recipients: Sequence[str],
+        message: bytes,
+        *,
+        smtputf8: bool = False,
+    ) -> SendResult:
+        """Run one mail transaction; refused recipients do not stop the others.
+
+        Raises SmtpFailure when MAIL FROM or DATA fails. When every recipient
+        is refused, DATA is not sent and ``SendResult.data`` stays None.
+        """
+        client = self.client
+        options = []
+        encoding = "ascii"
+
+        with self._step(Step.MAIL_FROM):
+            if smtputf8:
+                if not client.supports_extension("smtputf8"):
+                    raise SmtpFailure(
+                        step=Step.MAIL_FROM,
+                        kind=ErrorKind.NOT_OFFERED,
+                        error="an address is internationalized but the server does "
+                        "not offer SMTPUTF8",
+                        details={"extension": "SMTPUTF8"},
+                    )
+                options.append("SMTPUTF8")
+                encoding = "utf-8"
+            limit = self.size_limit
+            if limit is not None:
+                if len(message) > limit:
+                    raise SmtpFailure(
+                        step=Step.MAIL_FROM,
+                        kind=ErrorKind.TOO_LARGE,
+                        error=f"the message is {len(message)} bytes but the server "
+                        f"accepts at most {limit} bytes (SIZE)",
+                        details={"size": len(message), "size_limit": limit},
+                    )
+                options.append(f"SIZE={len(message)}")
+            if any(byte > 127 for byte in message) and client.supports_extension(
+                "8bitmime"
+            ):
+                options.append("BODY=8BITMIME")
+            mail_from = await client.mail(
+                envelope_sender, options=options, encoding=encoding
+            )
+        result = SendResult(mail_from=Reply(mail_from.code, mail_from.message))
+
+        with self._step(Step.RCPT_TO):
+            for recipient in recipients:
+                try:
+                    response = await client.rcpt(recipient, encoding=encoding)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    result.refused[recipient] = Reply(exc.code, exc.message)
+                    if not client.is_connected:
+                        raise
+                else:
+                    result.accepted[recipient] = Reply(response.code, response.message)
+
+        if not result.accepted:
+            await self.reset()
+            return result
+
+        with self._step(Step.DATA):
+            result.data = await self._data(message)
+        return result
+
+    async def _data(self, message: bytes) -> Reply:
+        client = self.client
+        start = await client.execute_command(b"DATA")
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        payload = encode_data(message)
+        if self.transcript is not None:
+            self.transcript.client(f"[message, {len(payload)} bytes]".encode())
+        try:
+            protocol.write(payload)
+            response = await protocol.read_response(
+                timeout=self.settings.command_timeout
+            )
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
+            if self.transcript is not None:
+                self.transcript.event(f"no reply: {exc}")
+            client.close()
+            raise
+        if self.transcript is not None:
+            self.transcript.server(response.code, response.message)
+        if response.code != 250:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        return Reply(response.code, response.message)
+
+    async def reset(self) -> None:
+        """Abort the current transaction (RSET) so the session can be reused."""
+        if not self.is_connected:
+            return
+        try:
+            await self.client.rset()
+        except aiosmtplib.SMTPException:
+            self.abort()
+
+    async def close(self) -> None:
+        """Say QUIT and close; a server that is already gone is not an error."""
+        if self._client is None:
+            return
+        try:
+            if self._client.is_connected:
+                await self._client.quit(timeout=min(self.settings.command_timeout, 5.0))
+        except (aiosmtplib.SMTPException, OSError):
+            pass
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
