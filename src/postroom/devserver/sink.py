@@ -185,12 +185,16 @@ class SinkServer:
             server_hostname="postroom-sink",
             **smtp_kwargs,
         )
-        with warnings.catch_warnings():
-            # aiosmtpd warns when AUTH does not require TLS; with implicit TLS
-            # the connection is encrypted before aiosmtpd sees it.
-            warnings.simplefilter("ignore", UserWarning)
-            logging.getLogger("mail.log").setLevel(logging.ERROR)
-            self._controller.start()
+        # aiosmtpd warns on every connection when AUTH does not require TLS.
+        # With implicit TLS the connection is encrypted before aiosmtpd sees
+        # it; without a certificate the sink says so when it starts.
+        warnings.filterwarnings(
+            "ignore",
+            message="Requiring AUTH while not requiring TLS",
+            category=UserWarning,
+        )
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
+        self._controller.start()
         self.port = self._controller.port
 
     def stop(self) -> None:

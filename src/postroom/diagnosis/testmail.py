@@ -24,6 +24,8 @@ from postroom.smtp.transcript import Transcript
 
 @dataclass
 class TestEmailResult:
+    __test__ = False  # not a pytest test class, despite the name
+
     ok: bool
     profile: str
     recipient: str

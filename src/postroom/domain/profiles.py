@@ -151,6 +151,10 @@ def _check_name(value: str) -> str:
 def _normalize(state: dict[str, Any], is_system: bool) -> dict[str, Any]:
     """Check a profile's complete state and return it cleaned up."""
     state = dict(state)
+    # Before any stripping: a CR or LF anywhere is refused, not trimmed away.
+    for field, value in state.items():
+        if isinstance(value, str):
+            check_single_line(value, field)
     state["name"] = _check_name(state["name"] or "")
 
     for field in ("client", "login", "ehlo_name", "ca_bundle"):

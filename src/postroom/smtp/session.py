@@ -25,7 +25,7 @@ from postroom.smtp.errors import ErrorKind, SmtpFailure, Step
 from postroom.smtp.replies import Reply
 from postroom.smtp.settings import ConnectionSettings, address_literal, machine_fqdn
 from postroom.smtp.tls import client_context
-from postroom.smtp.transcript import Transcript
+from postroom.smtp.transcript import Transcript, mask_secrets, secret_forms
 
 # RFC 5321, 4.5.2: a line that starts with a period gets a second one.
 _LEADING_PERIOD = re.compile(rb"(?m)^\.")
@@ -142,6 +142,11 @@ class SmtpSession:
     ) -> None:
         self.settings = settings
         self.transcript = transcript
+        # A server may echo what it was sent in its reply text; every reply
+        # and error leaving this class is masked with these.
+        self._secrets = [
+            form for secret in settings.secrets for form in secret_forms(secret)
+        ]
         if transcript is not None:
             for secret in settings.secrets:
                 transcript.add_secret(secret)
@@ -162,6 +167,10 @@ class SmtpSession:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             failure = classify(step, exc)
+            if failure.reply_text:
+                failure.reply_text = mask_secrets(failure.reply_text, self._secrets)
+            if failure.error:
+                failure.error = mask_secrets(failure.error, self._secrets)
             if self.transcript is not None:
                 if failure.reply_code is None:
                     self.transcript.event(f"failed: {failure.error}")
@@ -173,6 +182,9 @@ class SmtpSession:
         finally:
             elapsed = (time.perf_counter() - started) * 1000
             self.timings[step.value] = self.timings.get(step.value, 0.0) + elapsed
+
+    def _reply(self, code: int, text: str) -> Reply:
+        return Reply(code, mask_secrets(text, self._secrets) if self._secrets else text)
 
     @property
     def client(self) -> _RecordingSMTP:
@@ -239,7 +251,7 @@ class SmtpSession:
             sock.close()
             raise
         self._client = client
-        self.greeting = Reply(response.code, response.message)
+        self.greeting = self._reply(response.code, response.message)
         if self.transcript is not None:
             self.transcript.server(response.code, response.message)
         if use_tls:
@@ -378,18 +390,20 @@ class SmtpSession:
             mail_from = await client.mail(
                 envelope_sender, options=options, encoding=encoding
             )
-        result = SendResult(mail_from=Reply(mail_from.code, mail_from.message))
+        result = SendResult(mail_from=self._reply(mail_from.code, mail_from.message))
 
         with self._step(Step.RCPT_TO):
             for recipient in recipients:
                 try:
                     response = await client.rcpt(recipient, encoding=encoding)
                 except aiosmtplib.SMTPRecipientRefused as exc:
-                    result.refused[recipient] = Reply(exc.code, exc.message)
+                    result.refused[recipient] = self._reply(exc.code, exc.message)
                     if not client.is_connected:
                         raise
                 else:
-                    result.accepted[recipient] = Reply(response.code, response.message)
+                    result.accepted[recipient] = self._reply(
+                        response.code, response.message
+                    )
 
         if not result.accepted:
             await self.reset()
@@ -424,7 +438,7 @@ class SmtpSession:
             self.transcript.server(response.code, response.message)
         if response.code != 250:
             raise aiosmtplib.SMTPDataError(response.code, response.message)
-        return Reply(response.code, response.message)
+        return self._reply(response.code, response.message)
 
     async def reset(self) -> None:
         """Abort the current transaction (RSET) so the session can be reused."""

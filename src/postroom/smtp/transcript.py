@@ -16,6 +16,18 @@ AUTH_HIDDEN = "[AUTH data hidden]"
 SECRET_HIDDEN = "[secret hidden]"
 
 
+def secret_forms(secret: str) -> list[str]:
+    """Return a secret and its base64 form, the shapes it takes on the wire."""
+    forms = {secret, base64.b64encode(secret.encode()).decode()}
+    return [form for form in forms if len(form) >= 3]
+
+
+def mask_secrets(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, SECRET_HIDDEN)
+    return text
+
+
 @dataclass
 class TranscriptLine:
     # Seconds since the transcript started.
@@ -39,13 +51,10 @@ class Transcript:
     def add_secret(self, secret: str | None) -> None:
         if not secret:
             return
-        forms = {secret, base64.b64encode(secret.encode()).decode()}
-        self._secrets.extend(form for form in forms if len(form) >= 3)
+        self._secrets.extend(secret_forms(secret))
 
     def _mask(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, SECRET_HIDDEN)
-        return text
+        return mask_secrets(text, self._secrets)
 
     def _add(self, direction: str, text: str) -> None:
         at = time.monotonic() - self._started

@@ -1,0 +1,169 @@
+"""CLI commands: output, JSON, exit statuses and error messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from postroom.cli.main import app
+from postroom.devserver.sink import SinkServer
+
+PASSWORD = "cli-Secret-42"
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Invoke:
+    runner = CliRunner()
+    env = {
+        "POSTROOM_DATA_DIR": str(tmp_path / "data"),
+        "POSTROOM_DATABASE_URL": "",
+        "POSTROOM_SECRET_KEY": "",
+    }
+
+    def invoke(*args: str, stdin: str | None = None) -> Result:
+        return runner.invoke(app, list(args), env=env, input=stdin)
+
+    return invoke
+
+
+def create_orders(
+    cli: Invoke, port: int, *extra: str, stdin: str | None = None
+) -> Result:
+    return cli(
+        "profile",
+        "create",
+        "Orders",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--security",
+        "none",
+        "--from",
+        "Orders <orders@example.com>",
+        *extra,
+        stdin=stdin,
+    )
+
+
+def test_profile_create_reads_password_from_stdin(cli: Invoke) -> None:
+    result = create_orders(
+        cli,
+        2525,
+        "--login",
+        "alice",
+        "--password-stdin",
+        "--json",
+        stdin=PASSWORD + "\n",
+    )
+
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["has_password"] is True
+    assert shown["login"] == "alice"
+    assert PASSWORD not in result.output
+
+
+def test_invalid_option_names_field(cli: Invoke) -> None:
+    result = create_orders(cli, 70000)
+
+    assert result.exit_code == 2
+    assert "port: must be between 1 and 65535, got 70000" in result.stderr
+
+
+def test_unknown_security_value(cli: Invoke) -> None:
+    result = cli("profile", "create", "X", "--host", "h.example", "--security", "ssl")
+
+    assert result.exit_code == 2
+    assert "--security" in result.output
+
+
+def test_show_missing_profile(cli: Invoke) -> None:
+    result = cli("profile", "show", "Nope")
+
+    assert result.exit_code == 1
+    assert "no email profile named 'Nope'" in result.stderr
+
+
+def test_delete_needs_yes(cli: Invoke) -> None:
+    create_orders(cli, 2525)
+
+    refused = cli("profile", "delete", "Orders")
+    deleted = cli("profile", "delete", "Orders", "--yes")
+
+    assert refused.exit_code == 2
+    assert deleted.exit_code == 0
+    assert cli("profile", "show", "Orders").exit_code == 1
+
+
+def test_profile_test_exit_status(
+    cli: Invoke, start_sink: Callable[..., SinkServer]
+) -> None:
+    server = start_sink()
+    create_orders(cli, server.port)
+
+    accepted = cli("profile", "test", "Orders", "--to", "alice@example.com", "--json")
+    cli("profile", "update", "Orders", "--port", "1")
+    refused = cli("profile", "test", "Orders", "--to", "alice@example.com")
+
+    assert accepted.exit_code == 0
+    assert json.loads(accepted.stdout)["ok"] is True
+    assert refused.exit_code == 1
+    assert "FAILED at connect" in refused.stdout
+    assert "fix:" in refused.stdout
+
+
+def test_send_prints_id_and_message_show(
+    cli: Invoke, start_sink: Callable[..., SinkServer]
+) -> None:
+    server = start_sink()
+    create_orders(cli, server.port)
+
+    sent = cli(
+        "send",
+        "--profile",
+        "Orders",
+        "--to",
+        "bob@example.com",
+        "--subject",
+        "Hi",
+        "--text",
+        "Body",
+    )
+    drained = cli("worker", "--drain")
+    shown = cli("message", "show", sent.stdout.strip(), "--json")
+
+    assert sent.exit_code == 0
+    assert sent.stdout.strip().isdigit()
+    assert drained.exit_code == 0
+    view = json.loads(shown.stdout)
+    assert view["status"] == "sent"
+    assert view["recipients"][0]["reply_code"] == 250
+    assert len(server.handler.messages) == 1
+
+
+def test_send_to_inactive_profile_reports_hold(cli: Invoke) -> None:
+    create_orders(cli, 2525, "--inactive")
+
+    sent = cli(
+        "send", "--profile", "Orders", "--to", "bob@example.com", "--text", "Body"
+    )
+
+    assert sent.exit_code == 0
+    assert "held: email profile 'Orders' is inactive" in sent.stderr
+
+
+def test_token_created_once_and_listed(cli: Invoke) -> None:
+    created = cli("token", "create", "shop")
+    listed = cli("token", "list", "--json")
+
+    token = created.stdout.strip()
+    assert token.startswith("pr_")
+    assert token not in listed.stdout
+    assert json.loads(listed.stdout)[0]["name"] == "shop"

@@ -1,0 +1,1 @@
+"""Real peers the tests start on loopback: SMTP servers, certificates, databases."""

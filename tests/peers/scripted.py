@@ -1,0 +1,307 @@
+"""A raw SMTP server whose every reply a test can script.
+
+aiosmtpd is the well-behaved peer; this one misbehaves on purpose, the way
+providers do: a 554 greeting, a greeting that never comes, 530 before
+STARTTLS, a 421 in the middle of a session, a connection dropped after DATA
+before the reply. It runs its own event loop in a thread on 127.0.0.1.
+
+Replies are keyed by SMTP verb (``MAIL``, ``RCPT``, ``DATA`` for the reply
+after the message, ``DATA_START`` for the 354, ``AUTH``, ``STARTTLS``,
+``EHLO``...). A value is a reply string (lines separated by newlines), a
+list used one item per command, a callable ``(argument) -> reply``, or an
+action: DROP closes the connection, HANG never replies, Delay waits first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+DROP = "__drop__"
+HANG = "__hang__"
+
+
+@dataclass(frozen=True)
+class Delay:
+    seconds: float
+    then: str
+
+
+Reply = str | Delay | Callable[[str], "str | Delay"]
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+    login: str | None
+
+
+@dataclass
+class ScriptedServer:
+    greeting: str | Delay = "220 scripted.test ESMTP ready"
+    # Extension lines after the first EHLO line, before and after STARTTLS.
+    extensions: list[str] = field(
+        default_factory=lambda: ["PIPELINING", "SIZE 10485760", "8BITMIME", "STARTTLS"]
+    )
+    extensions_after_tls: list[str] | None = None
+    replies: dict[str, Any] = field(default_factory=dict)
+    users: dict[str, str] = field(default_factory=dict)
+    tls_context: ssl.SSLContext | None = None
+    implicit_tls: bool = False
+    host: str = "127.0.0.1"
+
+    port: int = 0
+    messages: list[Received] = field(default_factory=list)
+    # Every command line as received, AUTH payloads included, for assertions.
+    commands: list[str] = field(default_factory=list)
+    connections: int = 0
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _server: asyncio.AbstractServer | None = None
+    _thread: threading.Thread | None = None
+    _counters: dict[str, int] = field(default_factory=dict)
+
+    def start(self) -> ScriptedServer:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            ssl_context = self.tls_context if self.implicit_tls else None
+            self._server = loop.run_until_complete(
+                asyncio.start_server(
+                    self._session, self.host, self.port, ssl=ssl_context
+                )
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            loop.run_forever()
+            self._server.close()
+            loop.run_until_complete(self._server.wait_closed())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(5)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            loop = self._loop
+
+            def shutdown() -> None:
+                for task in asyncio.all_tasks(loop):
+                    task.cancel()
+                loop.stop()
+
+            loop.call_soon_threadsafe(shutdown)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def __enter__(self) -> ScriptedServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def _scripted(self, verb: str, argument: str, default: str | Delay) -> str | Delay:
+        if verb not in self.replies:
+            return default
+        value = self.replies[verb]
+        if isinstance(value, list):
+            index = self._counters.get(verb, 0)
+            self._counters[verb] = index + 1
+            value = value[min(index, len(value) - 1)]
+        if callable(value) and not isinstance(value, Delay):
+            value = value(argument)
+        return value  # type: ignore[no-any-return]
+
+    async def _session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.connections += 1
+        state: dict[str, Any] = {"tls": self.implicit_tls, "login": None}
+        try:
+            if not await self._send(writer, self.greeting):
+                return
+            await self._dialogue(reader, writer, state)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, reply: str | Delay) -> bool:
+        """Write a reply; return False when the script ends the session."""
+        if isinstance(reply, Delay):
+            await asyncio.sleep(reply.seconds)
+            reply = reply.then
+        if reply == DROP:
+            writer.transport.abort()
+            return False
+        if reply == HANG:
+            await asyncio.sleep(3600)
+            return False
+        writer.write(_format(reply))
+        await writer.drain()
+        return True
+
+    async def _dialogue(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        state: dict[str, Any],
+    ) -> None:
+        mail_from: str | None = None
+        rcpt_tos: list[str] = []
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            self.commands.append(text)
+            verb, _, argument = text.partition(" ")
+            verb = verb.upper()
+
+            if verb in ("EHLO", "HELO"):
+                reply = self._scripted(verb, argument, self._ehlo_reply(state["tls"]))
+            elif verb == "STARTTLS":
+                reply = self._scripted(
+                    "STARTTLS", argument, "220 2.0.0 Ready to start TLS"
+                )
+                if not await self._send(writer, reply):
+                    return
+                if (
+                    isinstance(reply, str)
+                    and reply.startswith("220")
+                    and self.tls_context
+                ):
+                    await writer.start_tls(self.tls_context)
+                    state["tls"] = True
+                continue
+            elif verb == "AUTH":
+                reply = await self._auth(reader, writer, argument, state)
+                if reply is None:
+                    return
+            elif verb == "MAIL":
+                mail_from = argument.partition(":")[2].split(" ")[0].strip("<>")
+                rcpt_tos = []
+                reply = self._scripted("MAIL", argument, "250 2.1.0 Sender OK")
+            elif verb == "RCPT":
+                address = argument.partition(":")[2].split(" ")[0].strip("<>")
+                reply = self._scripted("RCPT", address, "250 2.1.5 Recipient OK")
+                if isinstance(reply, str) and reply.startswith("25"):
+                    rcpt_tos.append(address)
+            elif verb == "DATA":
+                start = self._scripted("DATA_START", argument, "354 Start mail input")
+                if not await self._send(writer, start):
+                    return
+                if not (isinstance(start, str) and start.startswith("354")):
+                    continue
+                content = await _read_data(reader)
+                reply = self._scripted(
+                    "DATA", argument, "250 2.0.0 OK queued as SCRIPTED1"
+                )
+                if isinstance(reply, str) and reply.startswith("250"):
+                    self.messages.append(
+                        Received(
+                            mail_from or "", list(rcpt_tos), content, state["login"]
+                        )
+                    )
+            elif verb == "RSET":
+                mail_from, rcpt_tos = None, []
+                reply = self._scripted("RSET", argument, "250 2.0.0 OK")
+            elif verb == "QUIT":
+                await self._send(
+                    writer, self._scripted("QUIT", argument, "221 2.0.0 Bye")
+                )
+                return
+            elif verb == "NOOP":
+                reply = self._scripted("NOOP", argument, "250 2.0.0 OK")
+            else:
+                reply = self._scripted(
+                    verb, argument, "502 5.5.2 Command not recognized"
+                )
+            if not await self._send(writer, reply):
+                return
+
+    def _ehlo_reply(self, tls: bool) -> str:
+        extensions = self.extensions
+        if tls and self.extensions_after_tls is not None:
+            extensions = self.extensions_after_tls
+        elif tls:
+            extensions = [line for line in extensions if line.upper() != "STARTTLS"]
+        return (
+            "\n".join(["250-scripted.test", *extensions])
+            if extensions
+            else "250 scripted.test"
+        )
+
+    async def _auth(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        argument: str,
+        state: dict[str, Any],
+    ) -> str | Delay | None:
+        if "AUTH" in self.replies:
+            return self._scripted("AUTH", argument, "535 5.7.8 Authentication failed")
+        mechanism, _, initial = argument.partition(" ")
+        mechanism = mechanism.upper()
+        if mechanism == "PLAIN":
+            if not initial:
+                writer.write(b"334 \r\n")
+                initial = (await reader.readline()).decode().strip()
+            _authzid, login, password = base64.b64decode(initial).decode().split("\0")
+        elif mechanism == "LOGIN":
+            if not initial:
+                writer.write(b"334 VXNlcm5hbWU6\r\n")
+                initial = (await reader.readline()).decode().strip()
+            login = base64.b64decode(initial).decode()
+            writer.write(b"334 UGFzc3dvcmQ6\r\n")
+            password = base64.b64decode(
+                (await reader.readline()).decode().strip()
+            ).decode()
+        else:
+            return "504 5.7.4 Unrecognized authentication type"
+        expected = self.users.get(login)
+        if expected is not None and hmac.compare_digest(expected, password):
+            state["login"] = login
+            return "235 2.7.0 Authentication successful"
+        return "535 5.7.8 Authentication credentials invalid"
+
+
+def _format(reply: str) -> bytes:
+    """Render ``"250-first\nsecond"`` or ``"250 one line"`` as wire lines."""
+    lines = reply.split("\n")
+    code = lines[0][:3]
+    texts = []
+    for line in lines:
+        if line[:3] == code and line[3:4] in ("-", " ", ""):
+            line = line[4:]
+        texts.append(line)
+    wire = [
+        f"{code}{'-' if index < len(texts) - 1 else ' '}{text}".rstrip()
+        for index, text in enumerate(texts)
+    ]
+    return ("\r\n".join(wire) + "\r\n").encode("utf-8")
+
+
+async def _read_data(reader: asyncio.StreamReader) -> bytes:
+    lines = []
+    while True:
+        line = await reader.readline()
+        if not line or line == b".\r\n":
+            break
+        if line.startswith(b".."):
+            line = line[1:]
+        lines.append(line)
+    return b"".join(lines)
