@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -177,7 +178,18 @@ def test_connection_refused() -> None:
     assert "587" in (result.fix or "")
 
 
-def test_unknown_host_name() -> None:
+def test_unknown_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A real lookup would query the machine's DNS server, which is another
+    # host; the resolver's answer for an unknown name is imitated instead.
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: object, *args: Any, **kwargs: Any) -> Any:
+        if host == "no-such-host.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
     result = run_test("no-such-host.invalid", 587, "starttls")
 
     assert result.step == "connect"
