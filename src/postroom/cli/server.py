@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -58,7 +60,7 @@ def serve(
             err=True,
         )
         app = create_app(opened, run_worker=worker)
-        uvicorn.run(
+        config = uvicorn.Config(
             app,
             host=bind_host,
             port=bind_port,
@@ -66,6 +68,27 @@ def serve(
             access_log=False,
             timeout_graceful_shutdown=30,
         )
+        _clean_exit_server_class()(config).run()
+
+
+def _clean_exit_server_class() -> type:
+    import uvicorn
+
+    class CleanExitServer(uvicorn.Server):
+        """Uvicorn's server, but a graceful stop on SIGTERM exits with status 0.
+
+        Uvicorn (0.29 and later) raises the captured signal again after
+        shutting down, so the process would end with -15 even though every
+        request and the worker finished cleanly.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    return CleanExitServer
 
 
 def _install_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
