@@ -1,8 +1,8 @@
 """A loopback port where TCP connects never complete, to test timeouts.
 
-The listener's accept queue holds one connection and is filled at once;
-Linux then drops further SYNs, so a client's connect waits until its own
-timeout, as it would against a firewall that drops packets.
+The listener's accept queue has room for one connection, which is filled at
+once. Linux then drops further SYNs, so a client's connect waits until its
+own timeout, as it would against a firewall that drops packets.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """A raw SMTP server whose every reply a test can script.
 
-aiosmtpd is the well-behaved peer; this one misbehaves on purpose, the way
+aiosmtpd is the well-behaved peer. This one misbehaves on purpose, the way
 providers do: a 554 greeting, a greeting that never comes, 530 before
-STARTTLS, a 421 in the middle of a session, a connection dropped after DATA
-before the reply. It runs its own event loop in a thread on 127.0.0.1.
+STARTTLS, a 421 in the middle of a session, or a connection dropped after
+DATA before the reply. It runs its own event loop in a thread on 127.0.0.1.
 
 Replies are keyed by SMTP verb (``MAIL``, ``RCPT``, ``DATA`` for the reply
 after the message, ``DATA_START`` for the 354, ``AUTH``, ``STARTTLS``,

@@ -1,9 +1,9 @@
 """A development SMTP server that accepts mail and stores it in a folder.
 
-It stands in for a provider on 127.0.0.1: each message is written to
+It replaces a provider on 127.0.0.1. Each message is written to
 ``<folder>/<id>.eml`` exactly as received, with a line in
-``<folder>/index.jsonl`` for the envelope, and DATA is answered
-``250 2.0.0 OK queued as <id>`` the way real providers report their queue id.
+``<folder>/index.jsonl`` for the envelope. The reply to DATA is
+``250 2.0.0 OK queued as <id>``, the way real providers report their queue id.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class SinkHandler:
 
     folder: Path | None = None
     users: dict[str, str] = field(default_factory=dict)
-    # Seconds to wait before answering DATA, to imitate a provider's latency.
+    # Seconds to wait before replying to DATA, to imitate a provider's latency.
     data_delay: float = 0.0
     on_message: Callable[[ReceivedMessage], None] | None = None
     messages: list[ReceivedMessage] = field(default_factory=list)
