@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -177,7 +178,14 @@ def test_connection_refused() -> None:
     assert "587" in (result.fix or "")
 
 
-def test_unknown_host_name() -> None:
+def test_unknown_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The machine's resolver is another host, so its failure is imitated
+    # instead of sending it a made-up name.
+    def fail(*_args: Any, **_kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+
     result = run_test("no-such-host.invalid", 587, "starttls")
 
     assert result.step == "connect"
