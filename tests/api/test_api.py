@@ -248,3 +248,41 @@ def test_openapi_lists_the_paths(client: TestClient) -> None:
         "/api/messages/{message_pk}",
     ):
         assert path in paths
+
+
+def test_profile_created_from_preset(client: TestClient) -> None:
+    body = {
+        "name": "Mailing",
+        "preset": "ses-eu-west-1",
+        "from": "orders@example.com",
+        "login": "AKIAEXAMPLE",
+    }
+
+    created = client.post("/api/profiles", json=body)
+
+    assert created.status_code == 201, created.text
+    assert created.json()["host"] == "email-smtp.eu-west-1.amazonaws.com"
+    assert created.json()["port"] == 587
+    assert created.json()["security"] == "starttls"
+    assert created.json()["login"] == "AKIAEXAMPLE"
+
+
+def test_unknown_preset_is_422(client: TestClient) -> None:
+    answer = client.post("/api/profiles", json={"name": "X", "preset": "nope"})
+
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["body", "preset"]
+    assert client.get("/api/profiles/X").status_code == 404
+
+
+def test_presets_endpoints(client: TestClient) -> None:
+    listed = client.get("/api/presets")
+    one = client.get("/api/presets/zoho-eu")
+
+    assert listed.status_code == 200
+    assert "office365" in [row["name"] for row in listed.json()]
+    assert one.status_code == 200
+    assert one.json()["host"] == "smtp.zoho.eu"
+    assert one.json()["region"] == "eu"
+    assert one.json()["security"] == "starttls"
+    assert client.get("/api/presets/ses").status_code == 422

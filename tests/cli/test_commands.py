@@ -167,3 +167,51 @@ def test_token_created_once_and_listed(cli: Invoke) -> None:
     assert token.startswith("pr_")
     assert token not in listed.stdout
     assert json.loads(listed.stdout)[0]["name"] == "shop"
+
+
+def test_presets_lists_providers(cli: Invoke) -> None:
+    result = cli("presets")
+
+    assert result.exit_code == 0, result.output
+    assert "office365" in result.stdout
+    assert "smtp.office365.com" in result.stdout
+    assert "ses-REGION" in result.stdout
+    assert "sendgrid: The login is the word apikey" in result.stdout
+
+
+def test_presets_json(cli: Invoke) -> None:
+    result = cli("presets", "--json")
+
+    assert result.exit_code == 0, result.output
+    by_name = {row["name"]: row for row in json.loads(result.stdout)}
+    assert by_name["gmail"]["host"] == "smtp.gmail.com"
+    assert "eu-west-1" in by_name["ses-REGION"]["regions"]
+
+
+def test_profile_create_from_preset(cli: Invoke) -> None:
+    result = cli(
+        "profile",
+        "create",
+        "Orders",
+        "--preset",
+        "office365",
+        "--port",
+        "2587",
+        "--from",
+        "orders@example.com",
+        "--json",
+    )
+
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["host"] == "smtp.office365.com"
+    assert shown["port"] == 2587
+    assert shown["security"] == "starttls"
+    assert "note (office365): Log in with the full mailbox address" in result.stderr
+
+
+def test_profile_create_unknown_preset(cli: Invoke) -> None:
+    result = cli("profile", "create", "Orders", "--preset", "ses")
+
+    assert result.exit_code == 2
+    assert "preset: preset 'ses' needs a region" in result.stderr

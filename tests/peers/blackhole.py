@@ -13,9 +13,10 @@ from contextlib import contextmanager, suppress
 
 
 @contextmanager
-def black_hole() -> Iterator[int]:
+def black_hole(port: int = 0) -> Iterator[int]:
+    """Yield a loopback port that drops connects; ``port`` 0 picks a free one."""
     listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
+    listener.bind(("127.0.0.1", port))
     listener.listen(0)
     port = listener.getsockname()[1]
     fillers = []

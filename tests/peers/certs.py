@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 
 @dataclass
@@ -33,6 +37,10 @@ class Certificates:
     # Issued by a CA the client does not trust.
     untrusted: ServerCertificate
     untrusted_ca_file: Path
+    # Signed by its own key, as appliances and test relays ship them.
+    self_signed: ServerCertificate
+    # Valid only from tomorrow, as after a clock or issuance mistake.
+    not_yet_valid: ServerCertificate
 
 
 def _write(cert: trustme.LeafCert, folder: Path, stem: str) -> ServerCertificate:
@@ -42,6 +50,36 @@ def _write(cert: trustme.LeafCert, folder: Path, stem: str) -> ServerCertificate
     for pem in cert.cert_chain_pems[1:]:
         pem.write_to_path(str(cert_file), append=True)
     cert.private_key_pem.write_to_path(str(key_file))
+    return ServerCertificate(cert_file, key_file)
+
+
+def _self_signed(folder: Path, stem: str) -> ServerCertificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file = folder / f"{stem}.pem"
+    key_file = folder / f"{stem}.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return ServerCertificate(cert_file, key_file)
 
 
@@ -56,6 +94,12 @@ def make_certificates(folder: Path) -> Certificates:
         "127.0.0.1",
         not_before=now - datetime.timedelta(days=30),
         not_after=now - datetime.timedelta(days=1),
+    )
+    not_yet_valid = ca.issue_cert(
+        "localhost",
+        "127.0.0.1",
+        not_before=now + datetime.timedelta(days=1),
+        not_after=now + datetime.timedelta(days=30),
     )
     other_ca = trustme.CA()
     untrusted_ca_file = folder / "other-ca.pem"
@@ -72,4 +116,6 @@ def make_certificates(folder: Path) -> Certificates:
             other_ca.issue_cert("localhost", "127.0.0.1"), folder, "untrusted"
         ),
         untrusted_ca_file=untrusted_ca_file,
+        self_signed=_self_signed(folder, "self-signed"),
+        not_yet_valid=_write(not_yet_valid, folder, "not-yet-valid"),
     )

@@ -9,7 +9,14 @@ Replies are keyed by SMTP verb (``MAIL``, ``RCPT``, ``DATA`` for the reply
 after the message, ``DATA_START`` for the 354, ``AUTH``, ``STARTTLS``,
 ``EHLO``...). A value is a reply string (lines separated by newlines), a
 list used one item per command, a callable ``(argument) -> reply``, or an
-action: DROP closes the connection, HANG never replies, Delay waits first.
+action: DROP closes the connection, HANG never replies, Delay waits first,
+Raw writes bytes that are not an SMTP reply (a banner of another protocol, a
+TLS alert) and then drops or hangs.
+
+With ``sniff_tls`` the server behaves like an implicit-TLS port: a client
+whose first bytes are a TLS ClientHello gets a TLS session, and a client that
+waits for a greeting gets ``greeting`` (often a Raw or HANG) after
+``sniff_seconds`` of silence.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import socket
 import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 DROP = "__drop__"
@@ -33,7 +42,13 @@ class Delay:
     then: str
 
 
-Reply = str | Delay | Callable[[str], "str | Delay"]
+@dataclass(frozen=True)
+class Raw:
+    data: bytes
+    then: str = DROP
+
+
+Reply = str | Delay | Raw | Callable[[str], "str | Delay | Raw"]
 
 
 @dataclass
@@ -46,7 +61,7 @@ class Received:
 
 @dataclass
 class ScriptedServer:
-    greeting: str | Delay = "220 scripted.test ESMTP ready"
+    greeting: str | Delay | Raw = "220 scripted.test ESMTP ready"
     # Extension lines after the first EHLO line, before and after STARTTLS.
     extensions: list[str] = field(
         default_factory=lambda: ["PIPELINING", "SIZE 10485760", "8BITMIME", "STARTTLS"]
@@ -56,6 +71,14 @@ class ScriptedServer:
     users: dict[str, str] = field(default_factory=dict)
     tls_context: ssl.SSLContext | None = None
     implicit_tls: bool = False
+    # Implicit TLS for clients that start with a ClientHello, ``greeting``
+    # for clients that wait this many seconds in silence.
+    sniff_tls: bool = False
+    sniff_seconds: float = 0.3
+    # With sniff_tls, bytes sent in reply to a ClientHello instead of a
+    # handshake. A TLS alert imitates a server whose TLS setup rejects the
+    # client's versions or ciphers.
+    tls_alert: bytes | None = None
     host: str = "127.0.0.1"
 
     port: int = 0
@@ -68,6 +91,8 @@ class ScriptedServer:
     _server: asyncio.AbstractServer | None = None
     _thread: threading.Thread | None = None
     _counters: dict[str, int] = field(default_factory=dict)
+    # Strong references: the loop keeps only weak ones to running tasks.
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def start(self) -> ScriptedServer:
         ready = threading.Event()
@@ -76,6 +101,16 @@ class ScriptedServer:
             loop = asyncio.new_event_loop()
             self._loop = loop
             asyncio.set_event_loop(loop)
+            if self.sniff_tls:
+                listener = socket.create_server((self.host, self.port))
+                listener.setblocking(False)
+                self.port = listener.getsockname()[1]
+                self._keep(loop.create_task(self._sniffing_accept(listener)))
+                ready.set()
+                loop.run_forever()
+                listener.close()
+                loop.close()
+                return
             ssl_context = self.tls_context if self.implicit_tls else None
             self._server = loop.run_until_complete(
                 asyncio.start_server(
@@ -113,7 +148,56 @@ class ScriptedServer:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
-    def _scripted(self, verb: str, argument: str, default: str | Delay) -> str | Delay:
+    async def _sniffing_accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            connection, _address = await loop.sock_accept(listener)
+            self._keep(loop.create_task(self._sniff(connection)))
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sniff(self, connection: socket.socket) -> None:
+        """Start TLS for a ClientHello, or a plain session after silence."""
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(connection.fileno(), ready)
+        try:
+            await asyncio.wait_for(readable, self.sniff_seconds)
+            first = connection.recv(1, socket.MSG_PEEK)
+        except TimeoutError:
+            first = b""
+        finally:
+            loop.remove_reader(connection.fileno())
+        # 0x16 is the TLS record type of a handshake message.
+        implicit = first == b"\x16"
+        if implicit and self.tls_alert is not None:
+            await loop.sock_recv(connection, 65536)
+            await loop.sock_sendall(connection, self.tls_alert)
+            connection.close()
+            return
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            return asyncio.StreamReaderProtocol(
+                asyncio.StreamReader(), partial(self._session, implicit=implicit)
+            )
+
+        try:
+            await loop.connect_accepted_socket(
+                protocol, connection, ssl=self.tls_context if implicit else None
+            )
+        except (OSError, ssl.SSLError):
+            connection.close()
+
+    def _scripted(
+        self, verb: str, argument: str, default: str | Delay
+    ) -> str | Delay | Raw:
         if verb not in self.replies:
             return default
         value = self.replies[verb]
@@ -126,12 +210,19 @@ class ScriptedServer:
         return value  # type: ignore[no-any-return]
 
     async def _session(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        implicit: bool | None = None,
     ) -> None:
         self.connections += 1
-        state: dict[str, Any] = {"tls": self.implicit_tls, "login": None}
+        tls = self.implicit_tls if implicit is None else implicit
+        state: dict[str, Any] = {"tls": tls, "login": None}
+        greeting = self.greeting
+        if tls and self.sniff_tls:
+            greeting = "220 scripted.test ESMTP ready"
         try:
-            if not await self._send(writer, self.greeting):
+            if not await self._send(writer, greeting):
                 return
             await self._dialogue(reader, writer, state)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
@@ -139,10 +230,16 @@ class ScriptedServer:
         finally:
             writer.close()
 
-    async def _send(self, writer: asyncio.StreamWriter, reply: str | Delay) -> bool:
+    async def _send(
+        self, writer: asyncio.StreamWriter, reply: str | Delay | Raw
+    ) -> bool:
         """Write a reply; return False when the script ends the session."""
         if isinstance(reply, Delay):
             await asyncio.sleep(reply.seconds)
+            reply = reply.then
+        if isinstance(reply, Raw):
+            writer.write(reply.data)
+            await writer.drain()
             reply = reply.then
         if reply == DROP:
             writer.transport.abort()
@@ -251,7 +348,7 @@ class ScriptedServer:
         writer: asyncio.StreamWriter,
         argument: str,
         state: dict[str, Any],
-    ) -> str | Delay | None:
+    ) -> str | Delay | Raw | None:
         if "AUTH" in self.replies:
             return self._scripted("AUTH", argument, "535 5.7.8 Authentication failed")
         mechanism, _, initial = argument.partition(" ")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from postroom import __version__
-from postroom.cli import messages, profile, server, tokens
+from postroom.cli import diagnose, messages, presets, probe, profile, server, tokens
 
 app = typer.Typer(
     help="Postroom: hand business email to your own SMTP provider and record every reply.",
@@ -17,6 +17,9 @@ app.command("serve")(server.serve)
 app.command("worker")(server.worker)
 app.command("sink")(server.sink)
 app.command("send")(messages.send)
+app.command("diagnose")(diagnose.diagnose)
+app.command("presets")(presets.presets)
+app.command("probe")(probe.probe)
 app.add_typer(profile.app, name="profile")
 app.add_typer(messages.app, name="message")
 app.add_typer(tokens.app, name="token")

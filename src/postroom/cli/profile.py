@@ -21,6 +21,7 @@ from postroom.domain import profiles
 from postroom.domain.connection import connection_settings
 from postroom.domain.db import transaction
 from postroom.domain.models import AuthMechanism, Security
+from postroom.domain.presets import find_preset
 from postroom.domain.validation import check_address, parse_mailbox
 from postroom.errors import InvalidInputError
 
@@ -102,6 +103,15 @@ CommandTimeout = Annotated[
     float | None,
     typer.Option("--command-timeout", help="Seconds to wait for each reply."),
 ]
+PresetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        help="Provider preset that sets host, port, security and auth, for example "
+        "office365 or ses-eu-west-1 (see `postroom presets`); options given "
+        "explicitly override it.",
+    ),
+]
 
 
 def _input(
@@ -123,6 +133,7 @@ def _input(
     connect_timeout: float | None,
     command_timeout: float | None,
     clear_password: bool = False,
+    preset: str | None = None,
 ) -> profiles.ProfileInput:
     values: dict[str, Any] = {
         "name": name,
@@ -140,6 +151,7 @@ def _input(
         "ca_bundle": ca_bundle,
         "connect_timeout": connect_timeout,
         "command_timeout": command_timeout,
+        "preset": preset,
     }
     given = {key: value for key, value in values.items() if value is not None}
     if password_stdin:
@@ -151,12 +163,16 @@ def _input(
     return profiles.ProfileInput(**given)
 
 
-def _show(view: profiles.ProfileView, as_json: bool) -> None:
+def _show(view: profiles.ProfileView, as_json: bool, preset: str | None = None) -> None:
     data = view.model_dump(mode="json")
     if as_json:
         print_json(data)
     else:
         print_fields(data)
+    if preset:
+        # The provider's requirements are not stored, so show them once here.
+        resolved = find_preset(preset)
+        typer.echo(f"note ({resolved.name}): {resolved.note}", err=True)
 
 
 @app.command("create")
@@ -177,9 +193,10 @@ def create(
     ca_bundle: CaBundle = None,
     connect_timeout: ConnectTimeout = None,
     command_timeout: CommandTimeout = None,
+    preset: PresetOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Create an email profile."""
+    """Create an email profile, optionally from a provider preset."""
     with runtime() as opened:
         data = _input(
             name=name,
@@ -198,12 +215,13 @@ def create(
             ca_bundle=ca_bundle,
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
+            preset=preset,
         )
         with transaction(opened.sessions) as session:
             view = profiles.ProfileView.of(
                 profiles.create_profile(session, opened.secrets, data)
             )
-        _show(view, as_json)
+        _show(view, as_json, preset)
 
 
 @app.command("update")
@@ -230,6 +248,7 @@ def update(
     ca_bundle: CaBundle = None,
     connect_timeout: ConnectTimeout = None,
     command_timeout: CommandTimeout = None,
+    preset: PresetOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Change the given fields of a profile; the stored password stays unless replaced."""
@@ -252,11 +271,12 @@ def update(
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
             clear_password=clear_password,
+            preset=preset,
         )
         with transaction(opened.sessions) as session:
             profile = profiles.update_profile(session, opened.secrets, name, data)
             view = profiles.ProfileView.of(profile)
-        _show(view, as_json)
+        _show(view, as_json, preset)
 
 
 @app.command("list")

@@ -6,8 +6,15 @@ test that reproduces it against a scripted server. Entries match on the step,
 the client-side error kind, the reply code, the enhanced status code
 (RFC 3463) and patterns of the server's text; the most specific match wins.
 
+Entries are grouped by theme: connection and greeting, TLS and certificates,
+authentication, sender and relay permissions, recipients and message size,
+quotas and rates, pasted client errors, and generic fallbacks. Provider
+entries match the provider's own reply wording, which wins over an enhanced
+status code, which wins over a reply code or class.
+
 Placeholders in ``cause`` and ``fix``: {host} {port} {security} {mechanism}
-{login} {reply} {error} {offered} {names} {expires} {size} {size_limit}.
+{login} {reply} {error} {offered} {names} {expires} {size} {size_limit}
+{step}.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from postroom.diagnosis.entry import (
     Context,
     Entry,
     codes,
+    enhanced,
     kinds,
     pattern,
     steps,
@@ -40,6 +48,14 @@ def _implicit_tls_answers(context: Context) -> bool:
 
 def _no_auth_before_tls(context: Context) -> bool:
     return context.security == "none" and not context.fact("offered")
+
+
+def _size_announced(context: Context) -> bool:
+    return context.fact("size_limit") is not None
+
+
+def _size_not_announced(context: Context) -> bool:
+    return context.fact("size_limit") is None
 
 
 _CONNECTION = (
@@ -98,6 +114,58 @@ _CONNECTION = (
         transient=True,
         setting="host",
     ),
+    Entry(
+        id="greeting-refused",
+        steps=steps(Step.GREETING),
+        reply_class=5,
+        cause="{host} answered the connection with a refusal instead of a greeting: "
+        '"{reply}". It does not accept SMTP sessions from this machine\'s IP '
+        "address.",
+        fix="Ask the provider to allow the public IP address this server sends from, "
+        "and check that host is the provider's submission server, not a server "
+        "that only receives mail for its own domains.",
+        transient=False,
+        setting="provider",
+    ),
+    Entry(
+        id="ip-blocklisted",
+        text=pattern(
+            r"block ?list|black ?list|blocked using|listed (at|in|on|by)|"
+            r"spamhaus|barracuda|\bRBL\b|\bDNSBL\b|banned|poor reputation"
+        ),
+        cause="The server refused this machine's IP address because it is on a "
+        'block list or has a poor reputation: "{reply}".',
+        fix="Ask the provider to allow the IP address this server sends from, or "
+        "have it removed from the block list the reply names; submitting on the "
+        "provider's authenticated port (587 with a login) avoids most IP block "
+        "lists.",
+        transient=False,
+        setting="provider",
+    ),
+    Entry(
+        id="ehlo-rejected",
+        steps=steps(Step.EHLO),
+        reply_class=5,
+        cause="The server rejected the EHLO and HELO greeting of this client: "
+        '"{reply}".',
+        fix="Set ehlo_name to this server's fully qualified domain name, one "
+        "that resolves in DNS (for example app1.example.com); some servers refuse "
+        "a bare host name or an address literal.",
+        transient=False,
+        setting="ehlo_name",
+    ),
+    Entry(
+        id="ehlo-name-rejected",
+        text=pattern(
+            r"Helo command rejected|invalid (EHLO|HELO)|(EHLO|HELO)[^.]*"
+            r"(fully.qualified|hostname|domain)"
+        ),
+        cause='The server rejected the name this client sent in EHLO: "{reply}".',
+        fix="Set ehlo_name to this server's fully qualified domain name, one "
+        "that resolves in DNS (for example app1.example.com).",
+        transient=False,
+        setting="ehlo_name",
+    ),
 )
 
 _TLS = (
@@ -105,7 +173,8 @@ _TLS = (
         id="tls-on-plain-port",
         kinds=kinds(ErrorKind.TLS),
         text=_PLAIN_TEXT_PEER,
-        when=lambda context: context.security == "tls",
+        # None: a pasted error, where the profile's security is not known.
+        when=lambda context: context.security in ("tls", None),
         cause="Postroom started TLS at once (implicit TLS), but the server on port "
         "{port} answered in plain text: this port expects STARTTLS or no TLS "
         "({error}).",
@@ -170,6 +239,18 @@ _TLS = (
         setting="host",
     ),
     Entry(
+        id="certificate-self-signed",
+        kinds=kinds(ErrorKind.CERTIFICATE),
+        text=pattern(r"self.signed certificate(?! in certificate chain)"),
+        cause="The server's certificate is self-signed: it vouches for itself, so "
+        "no trusted authority confirms that the server is {host} ({error}).",
+        fix="Ask the relay's administrator for a certificate from a public or "
+        "company CA, or, if you trust this server, set ca_bundle to a PEM file "
+        "with the server's own certificate.",
+        transient=False,
+        setting="ca_bundle",
+    ),
+    Entry(
         id="certificate-untrusted",
         kinds=kinds(ErrorKind.CERTIFICATE),
         text=pattern(
@@ -203,9 +284,28 @@ _TLS = (
         setting="security",
     ),
     Entry(
+        id="starttls-unavailable",
+        steps=steps(Step.STARTTLS),
+        reply_class=4,
+        cause='The server offers STARTTLS but could not start TLS: "{reply}". This '
+        "is a fault at the server, usually a missing or unreadable certificate "
+        "or key.",
+        fix="Ask the provider or the relay's administrator to fix TLS on the "
+        "server; Postroom retries meanwhile. Setting security to none would "
+        "send the password and messages unencrypted.",
+        transient=True,
+        setting="provider",
+    ),
+    # Microsoft 365 replies "451 5.7.3 STARTTLS is required to send mail",
+    # a 4xx that no retry can fix, so the reply code alone would mislead.
+    Entry(
         id="starttls-required",
-        reply_codes=codes(530),
-        text=pattern(r"STARTTLS"),
+        steps=steps(Step.EHLO, Step.AUTH, Step.MAIL_FROM, Step.RCPT_TO, Step.DATA),
+        kinds=kinds(ErrorKind.REPLY),
+        text=pattern(
+            r"STARTTLS|TLS (is )?required|must (issue|use) (a )?(STARTTLS|TLS)|"
+            r"encryption required"
+        ),
         cause="The server requires encryption before it accepts this command: "
         '"{reply}".',
         fix="Set security to STARTTLS (port 587 is the usual one).",
@@ -273,6 +373,495 @@ _AUTH = (
         reply_class=5,
         cause='Authentication failed: "{reply}".',
         fix="Check the login, password and auth mechanism.",
+        transient=False,
+        setting="password",
+    ),
+    Entry(
+        id="auth-required",
+        reply_codes=codes(530, 550, 553, 554),
+        text=pattern(
+            r"authentication (is )?required|authenticate first|must authenticate|"
+            r"not authenticated|please authenticate|SMTP AUTH required"
+        ),
+        cause="The server accepts mail only from authenticated clients, and this "
+        'session did not log in: "{reply}".',
+        fix="Set login and password (and the auth mechanism the server offers) so "
+        "Postroom authenticates before sending.",
+        transient=False,
+        setting="login",
+    ),
+    # Google: "534-5.7.9 Application-specific password required. Learn more at
+    # 534 5.7.9 https://support.google.com/mail/?p=InvalidSecondFactor".
+    Entry(
+        id="gmail-app-password-required",
+        reply_codes=codes(534),
+        enhanced=enhanced("5.7.9"),
+        text=pattern(r"Application-specific password required|InvalidSecondFactor"),
+        cause="Google refused the account password because the account uses "
+        '2-Step Verification: "{reply}".',
+        fix="Create an app password in the Google account (Security, App "
+        "passwords) and set it as the profile's password, or set the auth "
+        "mechanism to XOAUTH2.",
+        transient=False,
+        setting="password",
+    ),
+    # Google: "534-5.7.14 <https://accounts.google.com/signin/continue?...>
+    # Please log in via your web browser and then try again."
+    Entry(
+        id="gmail-sign-in-blocked",
+        reply_codes=codes(534),
+        enhanced=enhanced("5.7.14"),
+        cause="Google blocked the sign-in as unusual and wants the account owner "
+        'to confirm it in a web browser: "{reply}".',
+        fix="Sign in to the Google account in a browser and confirm the recent "
+        "sign-in, then set an app password as the profile's password (or use "
+        "XOAUTH2).",
+        transient=False,
+        setting="password",
+    ),
+    # Google: "535-5.7.8 Username and Password not accepted. For more
+    # information, go to 535 5.7.8 https://support.google.com/mail/?p=BadCredentials".
+    Entry(
+        id="gmail-bad-credentials",
+        reply_codes=codes(535),
+        text=pattern(r"Username and Password not accepted|BadCredentials"),
+        cause='Google rejected the login and password: "{reply}". Google accepts '
+        "only app passwords or OAuth for SMTP, not the account password.",
+        fix="Set password to an app password created in the Google account "
+        "(2-Step Verification must be on) and login to the full address, or set "
+        "the auth mechanism to XOAUTH2.",
+        transient=False,
+        setting="password",
+    ),
+    # Microsoft 365: "535 5.7.139 Authentication unsuccessful,
+    # SmtpClientAuthentication is disabled for the Tenant. Visit
+    # https://aka.ms/smtp_auth_disabled for more information."
+    Entry(
+        id="m365-smtp-auth-disabled-tenant",
+        enhanced=enhanced("5.7.139"),
+        text=pattern(r"SmtpClientAuthentication is disabled"),
+        cause="Microsoft 365 has SMTP AUTH turned off for the whole organization "
+        '(tenant), so no mailbox may log in over SMTP: "{reply}".',
+        fix="Ask the Microsoft 365 administrator to turn SMTP AUTH on for the "
+        "organization (Exchange admin center, Settings, Mail flow) and to enable "
+        "Authenticated SMTP for this mailbox, or set the auth mechanism to "
+        "XOAUTH2.",
+        transient=False,
+        setting="provider",
+    ),
+    # Microsoft 365: "535 5.7.139 Authentication unsuccessful, user is locked
+    # by your organization's security defaults policy."
+    Entry(
+        id="m365-security-defaults",
+        enhanced=enhanced("5.7.139"),
+        text=pattern(r"security defaults"),
+        cause="Microsoft Entra security defaults block password sign-in over "
+        'SMTP for this account: "{reply}".',
+        fix="Set the auth mechanism to XOAUTH2, or ask the Microsoft 365 "
+        "administrator to replace security defaults with Conditional Access "
+        "policies that allow SMTP AUTH for this mailbox.",
+        transient=False,
+        setting="mechanism",
+    ),
+    # Microsoft 365: "535 5.7.139 Authentication unsuccessful, basic
+    # authentication is disabled."
+    Entry(
+        id="m365-basic-auth-disabled",
+        enhanced=enhanced("5.7.139"),
+        text=pattern(r"basic authentication is disabled"),
+        cause="Microsoft 365 no longer accepts a password for SMTP AUTH on this "
+        'mailbox: "{reply}".',
+        fix="Set the auth mechanism to XOAUTH2.",
+        transient=False,
+        setting="mechanism",
+    ),
+    # Microsoft 365: "535 5.7.139 Authentication unsuccessful, the request did
+    # not meet the criteria to be authenticated successfully. Contact your
+    # administrator."
+    Entry(
+        id="m365-smtp-auth-blocked",
+        enhanced=enhanced("5.7.139"),
+        cause="Microsoft 365 refused SMTP AUTH for this mailbox by policy "
+        "(Authenticated SMTP off for the mailbox, or a sign-in policy): "
+        '"{reply}".',
+        fix="Ask the Microsoft 365 administrator to enable Authenticated SMTP for "
+        "this mailbox (Microsoft 365 admin center, Active users, Mail, Manage "
+        "email apps) and to check Conditional Access, or set the auth mechanism "
+        "to XOAUTH2.",
+        transient=False,
+        setting="provider",
+    ),
+    # Microsoft 365: "535 5.7.3 Authentication unsuccessful".
+    Entry(
+        id="m365-authentication-unsuccessful",
+        reply_codes=codes(535),
+        enhanced=enhanced("5.7.3"),
+        text=pattern(r"Authentication unsuccessful"),
+        cause="Microsoft 365 or Exchange rejected the login: "
+        '"{reply}". Either the password is wrong or the mailbox may not use '
+        "SMTP AUTH.",
+        fix="Check the login (the full mailbox address) and password; if they "
+        "are right, ask the administrator to enable Authenticated SMTP for the "
+        "mailbox, or set the auth mechanism to XOAUTH2 where password sign-in "
+        "is blocked.",
+        transient=False,
+        setting="password",
+    ),
+    # Microsoft 365: "530 5.7.57 Client not authenticated to send mail" or
+    # "530 5.7.57 SMTP; Client was not authenticated to send anonymous mail
+    # during MAIL FROM".
+    Entry(
+        id="m365-client-not-authenticated",
+        enhanced=enhanced("5.7.57"),
+        text=pattern(r"not authenticated"),
+        cause="Microsoft 365 accepts mail on this server only from an "
+        'authenticated mailbox, and this session did not log in: "{reply}".',
+        fix="Set login to the mailbox address and password to its password (with "
+        "security STARTTLS on port 587); if they are set, SMTP AUTH is off for "
+        "the mailbox or the tenant.",
+        transient=False,
+        setting="login",
+    ),
+)
+
+_SENDER = (
+    # Microsoft 365: "550 5.7.60 SMTP; Client does not have permissions to send
+    # as this sender"; Exchange Server sends the same text with 550 5.7.1.
+    Entry(
+        id="m365-send-as-denied",
+        text=pattern(r"permissions? to send as this sender"),
+        cause="The mailbox you log in with may not send as the From address: "
+        '"{reply}".',
+        fix="Set from_address to the login's own address, or have the "
+        "administrator grant the login's mailbox Send As permission on the From "
+        "address (or add the address as an alias of that mailbox).",
+        transient=False,
+        setting="from_address",
+    ),
+    # Microsoft 365: "554 5.2.252 SendAsDenied; user@x not allowed to send as
+    # y; STOREDRV.Submission.Exception:SendAsDeniedException..." (older
+    # tenants reply 554 5.2.0 with the same exception name).
+    Entry(
+        id="m365-send-as-denied-store",
+        text=pattern(r"SendAsDenied|send as denied"),
+        cause="Microsoft 365 accepted the login but refused to submit a message "
+        'whose From address the mailbox does not own: "{reply}".',
+        fix="Set from_address to the login's mailbox address, or have the "
+        "administrator add the From address as an alias of that mailbox or grant "
+        "Send As permission on it.",
+        transient=False,
+        setting="from_address",
+    ),
+    # Microsoft 365 counts the submitting mailbox's Sent Items against its
+    # quota: "554 5.2.2 mailbox full;
+    # STOREDRV.Submission.Exception:QuotaExceededException...".
+    Entry(
+        id="m365-sender-mailbox-full",
+        text=pattern(r"QuotaExceededException|MapiExceptionShutoffQuotaExceeded"),
+        cause="The mailbox you log in with is full, and Microsoft 365 refuses to "
+        'submit mail from a full mailbox: "{reply}".',
+        fix="Empty the login mailbox's Sent Items (or set a retention policy that "
+        "does), or ask the administrator for a larger mailbox.",
+        transient=False,
+        setting="provider",
+    ),
+    # Postfix with reject_sender_login_mismatch: "553 5.7.1 <x@example.com>:
+    # Sender address rejected: not owned by user y@example.com".
+    Entry(
+        id="sender-not-owned",
+        text=pattern(r"not owned by (auth )?user"),
+        cause="The server lets each login send only from its own addresses, and "
+        'the From address is not one of them: "{reply}".',
+        fix="Set from_address to an address the login owns, or ask the mail "
+        "administrator to allow this login to send as the From address (an "
+        "alias or allowed sender).",
+        transient=False,
+        setting="from_address",
+    ),
+    # Postfix: "553 5.7.1 <x@example.com>: Sender address rejected: not logged in".
+    Entry(
+        id="sender-not-logged-in",
+        text=pattern(r"Sender address rejected: not logged in"),
+        cause="The server accepts this sender address only from a logged-in "
+        'client: "{reply}".',
+        fix="Set login and password so Postroom authenticates before sending.",
+        transient=False,
+        setting="login",
+    ),
+    # Zoho: "553 Relaying disallowed as <address>".
+    Entry(
+        id="zoho-relaying-disallowed",
+        text=pattern(r"Relaying disallowed"),
+        cause="Zoho accepts only From addresses that belong to the login's "
+        'account or its aliases: "{reply}".',
+        fix="Set from_address to the Zoho account's address or one of its "
+        "aliases, or add the address as an alias in Zoho Mail.",
+        transient=False,
+        setting="from_address",
+    ),
+    # SendGrid: "550 The from address does not match a verified Sender
+    # Identity. Mail cannot be sent until this error is resolved. ..."
+    Entry(
+        id="sendgrid-sender-identity",
+        text=pattern(r"does not match a verified Sender Identity"),
+        cause="SendGrid sends only from verified sender identities, and the From "
+        'address is not one: "{reply}".',
+        fix="Verify the From address (Single Sender Verification) or its domain "
+        "(Domain Authentication) in SendGrid, or set from_address to an address "
+        "that is already verified.",
+        transient=False,
+        setting="from_address",
+    ),
+    # Amazon SES: "554 Message rejected: Email address is not verified. The
+    # following identities failed the check in region US-EAST-1: ..."
+    Entry(
+        id="ses-identity-not-verified",
+        text=pattern(r"Email address is not verified"),
+        cause="Amazon SES sends only from identities verified in this region, "
+        "and while the account is in the sandbox only to verified recipients: "
+        '"{reply}".',
+        fix="Verify the From address or its domain in the SES console of the "
+        "region the host names; in the sandbox, verify the recipients too or "
+        "request production access.",
+        transient=False,
+        setting="from_address",
+    ),
+    # Mailgun: "Sandbox subdomains are for test purposes only. Please add your
+    # own domain or add the address to authorized recipients in Account
+    # Settings." and "Free accounts are for test purposes only. ..."
+    Entry(
+        id="mailgun-sandbox-recipient",
+        text=pattern(
+            r"(Sandbox subdomains|Free accounts) are for test purposes only|"
+            r"authorized recipients"
+        ),
+        cause="The Mailgun sandbox domain delivers only to authorized "
+        'recipients: "{reply}".',
+        fix="Add the recipient to the authorized recipients in Mailgun, or send "
+        "from your own verified domain (set login to that domain's SMTP "
+        "credentials and from_address to an address on it).",
+        transient=False,
+        setting="provider",
+    ),
+    # Mailgun: "421 Domain sandbox....mailgun.org is not allowed to send:
+    # Please activate your Mailgun account. ..." is a 4xx that waiting does
+    # not fix.
+    Entry(
+        id="mailgun-domain-not-allowed",
+        text=pattern(r"Domain \S+ is not allowed to send"),
+        cause='Mailgun does not let this domain send yet: "{reply}".',
+        fix="Activate the Mailgun account and verify the sending domain as the "
+        "reply says; then send a test email again.",
+        transient=False,
+        setting="provider",
+    ),
+    # Postfix: "554 5.7.1 <bob@example.com>: Relay access denied" (454 4.7.1
+    # with defer_unauth_destination, still not fixed by waiting).
+    Entry(
+        id="relay-access-denied",
+        text=pattern(
+            r"Relay(ing)? access denied|relay(ing)? (is )?(denied|not permitted|"
+            r"prohibited)|not permitted to relay|relay not permitted"
+        ),
+        cause="The server refuses to pass mail on to other domains for this "
+        'client: "{reply}". Relays accept such mail only from authenticated '
+        "clients or allowed IP addresses.",
+        fix="Set login and password so Postroom authenticates, or ask the relay's "
+        "administrator to allow this server's IP address to relay (Postfix "
+        "mynetworks, an Exchange receive connector).",
+        transient=False,
+        setting="login",
+    ),
+    # Exchange Server: "550 5.7.54 SMTP; Unable to relay recipient in
+    # non-accepted domain"; older versions reply "550 5.7.1 Unable to relay".
+    Entry(
+        id="exchange-unable-to-relay",
+        text=pattern(r"Unable to relay"),
+        cause="Exchange refuses to relay to a domain it does not host for an "
+        'anonymous client: "{reply}".',
+        fix="Set login and password of a mailbox so Postroom authenticates, or "
+        "ask the Exchange administrator for a receive connector that allows "
+        "this server's IP address to relay.",
+        transient=False,
+        setting="login",
+    ),
+    Entry(
+        id="sender-rejected",
+        steps=steps(Step.MAIL_FROM),
+        reply_class=5,
+        cause='The server rejected the envelope sender (MAIL FROM): "{reply}".',
+        fix="Set from_address to an address the provider lets this login send "
+        "from (the account's own address, an alias or a verified sender).",
+        transient=False,
+        setting="from_address",
+    ),
+)
+
+_RECIPIENTS_AND_SIZE = (
+    Entry(
+        id="recipient-unknown",
+        enhanced=enhanced("5.1.1", "5.1.10"),
+        cause='The recipient\'s server says the mailbox does not exist: "{reply}".',
+        fix="Check the recipient address for typing errors; the message to the "
+        "other recipients is not affected.",
+        transient=False,
+        setting="recipient",
+    ),
+    Entry(
+        id="recipient-unknown-text",
+        steps=steps(Step.RCPT_TO),
+        text=pattern(
+            r"user unknown|unknown user|no such user|mailbox (unavailable|not "
+            r"found)|does not exist|RecipNotFound|recipient not found"
+        ),
+        cause='The recipient\'s server says the mailbox does not exist: "{reply}".',
+        fix="Check the recipient address for typing errors; the message to the "
+        "other recipients is not affected.",
+        transient=False,
+        setting="recipient",
+    ),
+    # Postfix and Gmail reply "452 4.5.3 ... too many recipients"; some
+    # servers use 552 5.5.3. Either way the refused recipients succeed in a
+    # later transaction of their own, so both are transient.
+    Entry(
+        id="too-many-recipients",
+        text=pattern(r"too many recipients|maximum (limit of )?\d* ?recipients"),
+        cause="The server accepts only a limited number of recipients per "
+        'message: "{reply}".',
+        fix="Nothing to change: Postroom sends to the refused recipients in a "
+        "later attempt. To avoid the delay, split long recipient lists into "
+        "several messages.",
+        transient=True,
+        setting="message",
+    ),
+    Entry(
+        id="too-many-recipients-status",
+        enhanced=enhanced("4.5.3", "5.5.3"),
+        cause="The server accepts only a limited number of recipients per "
+        'message: "{reply}".',
+        fix="Nothing to change: Postroom sends to the refused recipients in a "
+        "later attempt. To avoid the delay, split long recipient lists into "
+        "several messages.",
+        transient=True,
+        setting="message",
+    ),
+    Entry(
+        id="message-too-large",
+        reply_codes=codes(552, 554, 523),
+        text=pattern(
+            r"size exceed|too (large|big)|exceeds? (the )?(fixed |maximum )?"
+            r"(message )?size|message size|size limit"
+        ),
+        when=_size_not_announced,
+        cause='The server refused the message as too large: "{reply}". The message '
+        "is {size} bytes; the server announced no SIZE limit in its EHLO reply, "
+        "so its limit is not known in advance.",
+        fix="Make the message smaller (fewer or smaller attachments, or a link "
+        "instead of the file), or ask the provider for its size limit.",
+        transient=False,
+        setting="message",
+    ),
+    Entry(
+        id="message-too-large-within-size",
+        reply_codes=codes(552, 554, 523),
+        text=pattern(
+            r"size exceed|too (large|big)|exceeds? (the )?(fixed |maximum )?"
+            r"(message )?size|message size|size limit"
+        ),
+        when=_size_announced,
+        cause='The server refused the message as too large: "{reply}". The message '
+        "is {size} bytes, within the {size_limit} bytes the server announced in "
+        "SIZE, so a lower limit applies (per account, or after the provider "
+        "re-encodes attachments).",
+        fix="Make the message smaller (fewer or smaller attachments, or a link "
+        "instead of the file); aim well below {size_limit} bytes.",
+        transient=False,
+        setting="message",
+    ),
+    Entry(
+        id="message-too-large-status",
+        enhanced=enhanced("5.3.4", "5.2.3"),
+        cause='The server refused the message as too large: "{reply}". The message '
+        "is {size} bytes.",
+        fix="Make the message smaller (fewer or smaller attachments, or a link "
+        "instead of the file), or ask the provider for its size limit.",
+        transient=False,
+        setting="message",
+    ),
+)
+
+# NOTE: a daily quota resets after up to 24 hours, but the retry policy may
+# give up sooner (max_attempts, max_message_age_seconds). Such messages end
+# as failed, with this diagnosis and "gave_up" in their last error.
+_QUOTA_AND_RATE = (
+    # Gmail: "550-5.4.5 Daily user sending limit exceeded." or "550 5.4.5 Daily
+    # user sending quota exceeded."; Amazon SES: "454 Throttling failure: Daily
+    # message quota exceeded."; Exchange Online: "554 5.2.0
+    # STOREDRV.Submission.Exception:SubmissionQuotaExceededException".
+    Entry(
+        id="quota-exceeded",
+        text=pattern(
+            r"quota exceeded|sending (limit|quota) exceeded|exceeded (its|the|your) "
+            r"(24-hour |daily )?(sending )?(limit|quota)|SubmissionQuotaExceeded|"
+            r"daily (user )?(sending |message )?(limit|quota)"
+        ),
+        cause="The account has used up the provider's sending quota for now: "
+        '"{reply}".',
+        fix="Wait until the quota resets (most providers count per day) and "
+        "Postroom retries, or ask the provider for a higher quota; spread large "
+        "jobs over time.",
+        transient=True,
+        setting="provider",
+    ),
+    # Gmail: "421 4.7.0 Try again later, closing connection." and "454 4.7.0
+    # Too many login attempts, please try again later."; Exchange Online:
+    # "451 4.7.500 Server busy. Please try again later from [x]."; Amazon SES:
+    # "454 Throttling failure: Maximum sending rate exceeded."
+    Entry(
+        id="rate-limited",
+        reply_class=4,
+        text=pattern(
+            # SES replies "Throttling failure: Daily message quota exceeded"
+            # for its quota, which quota-exceeded explains.
+            r"try again later|server busy|throttl(ed|ing)(?! failure: Daily)|"
+            r"rate (limit|exceeded)|"
+            r"too many (messages|connections|login attempts|concurrent)|"
+            r"sending rate|concurrent connections limit"
+        ),
+        cause="The provider is slowing this client down because it sends, "
+        'connects or logs in too often: "{reply}".',
+        fix="Postroom retries with backoff. If it keeps happening, send fewer "
+        "messages at once through this profile or ask the provider to raise the "
+        "limit.",
+        transient=True,
+        setting="provider",
+    ),
+    Entry(
+        id="rate-limited-status",
+        enhanced=enhanced("4.7.500", "4.3.2"),
+        cause='The provider is slowing this client down for now: "{reply}".',
+        fix="Postroom retries with backoff. If it keeps happening, send fewer "
+        "messages at once through this profile or ask the provider to raise the "
+        "limit.",
+        transient=True,
+        setting="provider",
+    ),
+)
+
+_PASTED = (
+    # Windows CDO (System.Web.Mail, classic ASP, VBScript) reports a failed
+    # login or a refusal to send as "The transport error code was 0x80040217.
+    # The server response was not available", without the server's reply.
+    Entry(
+        id="windows-cdo-logon-failure",
+        text=pattern(r"0x80040217|80040217"),
+        cause="Windows CDO error 0x80040217: the SMTP server refused the login, "
+        "or refused to send for this account. CDO does not show the server's "
+        "own reply.",
+        fix="Check the login and password (an app password for Gmail, Yahoo, "
+        "iCloud and Fastmail; Authenticated SMTP enabled for Microsoft 365 "
+        "mailboxes) and that the From address belongs to the login; send a "
+        "Postroom test email through the same server to see its actual reply.",
         transient=False,
         setting="password",
     ),
@@ -359,7 +948,16 @@ _GENERIC = (
     ),
 )
 
-CATALOGUE: tuple[Entry, ...] = _CONNECTION + _TLS + _AUTH + _GENERIC
+CATALOGUE: tuple[Entry, ...] = (
+    _CONNECTION
+    + _TLS
+    + _AUTH
+    + _SENDER
+    + _RECIPIENTS_AND_SIZE
+    + _QUOTA_AND_RATE
+    + _PASTED
+    + _GENERIC
+)
 
 FALLBACK = Entry(
     id="unknown",

@@ -9,8 +9,9 @@ from typing import Any
 from postroom.diagnosis.catalogue import CATALOGUE, FALLBACK
 from postroom.diagnosis.entry import Context, Entry
 from postroom.smtp.errors import SmtpFailure
+from postroom.smtp.settings import ConnectionSettings
 
-__all__ = ["Context", "Diagnosis", "diagnose", "diagnose_failure"]
+__all__ = ["Context", "Diagnosis", "diagnose", "diagnose_failure", "explain"]
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,13 @@ def _join(values: Any) -> str:
 
 def _values(context: Context) -> _Values:
     failure = context.failure
-    reply = ""
+    reply = failure.reply_text or ""
     if failure.reply_code is not None:
         reply = f"{failure.reply_code} {failure.reply_text or ''}".strip()
     values = _Values(
-        step=failure.step.value,
+        step=failure.step.value if context.step_known else "the SMTP dialogue",
         host=context.host or "the server",
-        port=str(context.port or ""),
+        port=str(context.port or "?"),
         security=context.security or "",
         mechanism=context.mechanism or "",
         login=context.login or "",
@@ -65,7 +66,10 @@ def _values(context: Context) -> _Values:
     return values
 
 
-def best_entry(context: Context, catalogue: tuple[Entry, ...] = CATALOGUE) -> Entry:
+def best_match(
+    context: Context, catalogue: tuple[Entry, ...] = CATALOGUE
+) -> tuple[Entry, int]:
+    """Return the most specific matching entry and its score (-1 for FALLBACK)."""
     best: Entry = FALLBACK
     best_score = -1
     for entry in catalogue:
@@ -73,11 +77,15 @@ def best_entry(context: Context, catalogue: tuple[Entry, ...] = CATALOGUE) -> En
         # Strictly greater: on a tie the entry listed first wins.
         if score is not None and score > best_score:
             best, best_score = entry, score
-    return best
+    return best, best_score
 
 
-def diagnose(context: Context) -> Diagnosis:
-    entry = best_entry(context)
+def best_entry(context: Context, catalogue: tuple[Entry, ...] = CATALOGUE) -> Entry:
+    return best_match(context, catalogue)[0]
+
+
+def diagnose(context: Context, catalogue: tuple[Entry, ...] = CATALOGUE) -> Diagnosis:
+    entry = best_entry(context, catalogue)
     values = _values(context)
     formatter = string.Formatter()
     failure = context.failure
@@ -97,3 +105,26 @@ def diagnose(context: Context) -> Diagnosis:
 
 def diagnose_failure(failure: SmtpFailure, **context: Any) -> Diagnosis:
     return diagnose(Context(failure=failure, **context))
+
+
+def explain(
+    failure: SmtpFailure,
+    settings: ConnectionSettings,
+    facts: dict[str, Any] | None = None,
+) -> Diagnosis:
+    """Diagnose a failure of a session opened with ``settings``.
+
+    The test email and the delivery worker both call this, so the same
+    server behaviour gets the same entry whichever of them met it.
+    """
+    return diagnose(
+        Context(
+            failure=failure,
+            host=settings.host,
+            port=settings.port,
+            security=settings.security,
+            mechanism=settings.mechanism,
+            login=settings.login,
+            facts=dict(facts or {}),
+        )
+    )

@@ -23,6 +23,9 @@ class Context:
     # Facts found after the failure, such as whether implicit TLS answers on
     # the same port; see postroom.diagnosis.followup.
     facts: dict[str, Any] = field(default_factory=dict)
+    # False for a pasted reply, where the failed step is a guess, so the
+    # advice reads "the SMTP dialogue" instead of naming a step.
+    step_known: bool = True
 
     @property
     def text(self) -> str:

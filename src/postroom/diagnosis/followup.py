@@ -1,7 +1,8 @@
 """Quick extra checks after a failure that make the diagnosis precise.
 
-They run for test emails and probes, where an operator waits for an
-answer; the delivery worker skips them to stay fast.
+They run for test emails and for the delivery worker, once per failed
+session, so both explain the same server behaviour with the same entry.
+Only connection, greeting and certificate failures cause network work.
 """
 
 from __future__ import annotations

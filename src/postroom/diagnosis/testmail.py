@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from postroom.clock import utcnow
-from postroom.diagnosis.engine import Context, Diagnosis, diagnose
+from postroom.diagnosis.engine import explain
 from postroom.diagnosis.followup import gather_facts
 from postroom.mime.build import MessageDraft, build_message
 from postroom.smtp.errors import SmtpFailure, Step
@@ -86,22 +86,6 @@ def _test_draft(
         subject=f"Postroom test email: {profile_name}",
         text=text,
         headers={"X-Postroom-Test": "yes"},
-    )
-
-
-def explain(
-    failure: SmtpFailure, settings: ConnectionSettings, facts: dict[str, Any]
-) -> Diagnosis:
-    return diagnose(
-        Context(
-            failure=failure,
-            host=settings.host,
-            port=settings.port,
-            security=settings.security,
-            mechanism=settings.mechanism,
-            login=settings.login,
-            facts=facts,
-        )
     )
 
 

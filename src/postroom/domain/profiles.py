@@ -19,6 +19,7 @@ from postroom.domain.models import (
     Profile,
     Security,
 )
+from postroom.domain.presets import find_preset
 from postroom.domain.validation import check_host, check_single_line, parse_mailbox
 from postroom.errors import ConflictError, InvalidInputError, NotFoundError
 
@@ -77,6 +78,9 @@ class ProfileInput(BaseModel):
     ca_bundle: str | None = None
     connect_timeout: float | None = None
     command_timeout: float | None = None
+    # A provider preset (see postroom.domain.presets) that fills host, port,
+    # security and mechanism; fields given explicitly override it.
+    preset: str | None = None
 
 
 class ProfileView(BaseModel):
@@ -261,6 +265,12 @@ def _defaults() -> dict[str, Any]:
     }
 
 
+def _preset_values(data: ProfileInput) -> dict[str, Any]:
+    if not data.preset:
+        return {}
+    return find_preset(data.preset).profile_values()
+
+
 def _given(data: ProfileInput) -> dict[str, Any]:
     return {
         name: getattr(data, name)
@@ -299,7 +309,9 @@ def _ensure_name_free(session: Session, name: str) -> None:
 def create_profile(session: Session, box: SecretBox, data: ProfileInput) -> Profile:
     if not data.name:
         raise InvalidInputError("is required", field="name")
-    state = _normalize(_defaults() | _given(data), is_system=False)
+    state = _normalize(
+        _defaults() | _preset_values(data) | _given(data), is_system=False
+    )
     password = _new_password(data)
     _ensure_name_free(session, state["name"])
 
@@ -318,7 +330,9 @@ def update_profile(
     """Apply the given fields; a missing or empty password keeps the stored one."""
     profile = get_profile(session, name)
     current = {field: getattr(profile, field) for field in _PLAIN_FIELDS}
-    state = _normalize(current | _given(data), is_system=profile.is_system)
+    state = _normalize(
+        current | _preset_values(data) | _given(data), is_system=profile.is_system
+    )
     password = _new_password(data)
     if password is not None and data.clear_password:
         raise InvalidInputError(

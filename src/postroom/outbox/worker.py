@@ -9,10 +9,12 @@ import secrets
 import socket
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 from postroom.clock import utcnow
 from postroom.crypto import SecretKeyError
-from postroom.diagnosis.engine import Context, Diagnosis, diagnose
+from postroom.diagnosis.engine import Diagnosis, explain
+from postroom.diagnosis.followup import gather_facts
 from postroom.domain.connection import connection_settings
 from postroom.domain.models import MessageStatus, Profile
 from postroom.outbox import store
@@ -40,18 +42,25 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def _diagnoser(settings: ConnectionSettings) -> Callable[[SmtpFailure], Diagnosis]:
+async def _diagnoser(
+    settings: ConnectionSettings, reports: list[AttemptReport]
+) -> Callable[[SmtpFailure], Diagnosis]:
+    """Return a diagnose function with the facts a test email would gather.
+
+    The follow-up checks (whether implicit TLS works on the port, whom the
+    certificate names) run once per failure, not per message, because a
+    session that cannot open fails every message of the batch with the same
+    failure. They do network work only after connection, greeting and
+    certificate failures.
+    """
+    facts: dict[int, dict[str, Any]] = {}
+    for report in reports:
+        failure = report.failure
+        if failure is not None and id(failure) not in facts:
+            facts[id(failure)] = await gather_facts(failure, settings)
+
     def run(failure: SmtpFailure) -> Diagnosis:
-        return diagnose(
-            Context(
-                failure=failure,
-                host=settings.host,
-                port=settings.port,
-                security=settings.security,
-                mechanism=settings.mechanism,
-                login=settings.login,
-            )
-        )
+        return explain(failure, settings, facts.get(id(failure)))
 
     return run
 
@@ -125,7 +134,7 @@ class Worker:
             return []
         reports = await deliver_batch(settings, messages, self.session_factory)
         now = utcnow()
-        run_diagnosis = _diagnoser(settings)
+        run_diagnosis = await _diagnoser(settings, reports)
         outcomes = []
         for report in reports:
             outcome = decide(report, run_diagnosis, self.policy, now)

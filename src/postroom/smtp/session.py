@@ -356,6 +356,26 @@ class SmtpSession:
         Raises SmtpFailure when MAIL FROM or DATA fails. When every recipient
         is refused, DATA is not sent and ``SendResult.data`` stays None.
         """
+        try:
+            return await self._send(
+                envelope_sender, recipients, message, smtputf8=smtputf8
+            )
+        except SmtpFailure as failure:
+            # A "message too large" diagnosis compares the size with the
+            # SIZE the server announced in EHLO.
+            failure.details.setdefault("size", len(message))
+            if self.size_limit is not None:
+                failure.details.setdefault("size_limit", self.size_limit)
+            raise
+
+    async def _send(
+        self,
+        envelope_sender: str,
+        recipients: Sequence[str],
+        message: bytes,
+        *,
+        smtputf8: bool,
+    ) -> SendResult:
         client = self.client
         options = []
         encoding = "ascii"

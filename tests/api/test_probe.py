@@ -1,0 +1,118 @@
+"""POST /api/probe: probe, recommendation, login test and apply."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from postroom.api.app import create_app
+from postroom.devserver.sink import SinkServer
+from postroom.domain.db import transaction
+from postroom.domain.tokens import create_token
+from postroom.runtime import Runtime
+from tests.peers.blackhole import black_hole
+from tests.peers.certs import Certificates
+from tests.peers.scripted import ScriptedServer
+
+PASSWORD = "Api-Probe-Secret-3"
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    with transaction(runtime.sessions) as session:
+        token = create_token(session, "tests")
+    with TestClient(create_app(runtime)) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {token}"
+        yield test_client
+
+
+def test_probe_reports_and_applies(
+    client: TestClient,
+    start_sink: Callable[..., SinkServer],
+    certificates: Certificates,
+) -> None:
+    server = start_sink("starttls", users={"alice": PASSWORD})
+    created = client.post(
+        "/api/profiles",
+        json={
+            "name": "Orders",
+            "host": "old.example.com",
+            "port": 25,
+            "security": "none",
+            "from": "orders@example.com",
+        },
+    )
+    assert created.status_code == 201
+
+    with black_hole() as hole:
+        answer = client.post(
+            "/api/probe",
+            json={
+                "host": "localhost",
+                "ports": [hole, server.port],
+                "timeout": 1,
+                "ca_bundle": str(certificates.ca_file),
+                "login": "alice",
+                "password": PASSWORD,
+                "apply": "Orders",
+            },
+        )
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    ports = {port["port"]: port for port in body["ports"]}
+    assert ports[hole]["error_kind"] == "timeout"
+    assert ports[server.port]["starttls_offered"] is True
+    assert body["recommendation"]["port"] == server.port
+    assert body["recommendation"]["security"] == "starttls"
+    assert body["login"]["ok"] is True
+    assert body["applied_to"] == "Orders"
+    assert PASSWORD not in answer.text
+    profile = client.get("/api/profiles/Orders").json()
+    assert profile["port"] == server.port
+    assert profile["security"] == "starttls"
+    assert profile["host"] == "localhost"
+
+
+def test_probe_sends_no_credentials_or_mail(
+    client: TestClient, start_scripted: Callable[..., ScriptedServer]
+) -> None:
+    server = start_scripted(extensions=["AUTH PLAIN LOGIN", "SIZE 100"])
+
+    answer = client.post(
+        "/api/probe", json={"host": "127.0.0.1", "ports": [server.port]}
+    )
+
+    assert answer.status_code == 200
+    assert answer.json()["login"] is None
+    verbs = {command.split(" ")[0].upper() for command in server.commands}
+    assert verbs == {"EHLO", "QUIT"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"host": "smtp.example.com", "ports": [0]}, "ports"),
+        ({"host": "smtp.example.com", "login": "alice"}, "password"),
+        ({"host": "smtp.example.com", "timeout": 0}, "timeout"),
+        ({"host": "smtp.example.com/x"}, "host"),
+    ],
+)
+def test_probe_invalid_input_is_422(
+    client: TestClient, body: dict[str, Any], field: str
+) -> None:
+    answer = client.post("/api/probe", json=body)
+
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["body", field]
+
+
+def test_probe_unknown_profile_is_404(client: TestClient) -> None:
+    answer = client.post(
+        "/api/probe", json={"host": "127.0.0.1", "ports": [1], "apply": "Nobody"}
+    )
+
+    assert answer.status_code == 404

@@ -1,0 +1,148 @@
+"""`postroom probe`: output, JSON, login test and --apply."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from postroom.cli.main import app
+from postroom.devserver.sink import SinkServer
+from tests.peers.blackhole import closed_port
+from tests.peers.certs import Certificates
+
+PASSWORD = "Cli-Probe-Secret-5"
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Invoke:
+    runner = CliRunner()
+    env = {
+        "POSTROOM_DATA_DIR": str(tmp_path / "data"),
+        "POSTROOM_DATABASE_URL": "",
+        "POSTROOM_SECRET_KEY": "",
+    }
+
+    def invoke(*args: str, stdin: str | None = None) -> Result:
+        return runner.invoke(app, list(args), env=env, input=stdin)
+
+    return invoke
+
+
+def test_probe_prints_ports_and_recommendation(
+    cli: Invoke, start_sink: Callable[..., SinkServer], certificates: Certificates
+) -> None:
+    server = start_sink("starttls", users={"alice": PASSWORD})
+    refused = closed_port()
+
+    result = cli(
+        "probe",
+        "localhost",
+        "--port",
+        str(server.port),
+        "--port",
+        str(refused),
+        "--timeout",
+        "2",
+        "--ca-bundle",
+        str(certificates.ca_file),
+    )
+
+    assert result.exit_code == 0, result.output
+    assert f"port {refused}: not usable: connection refused" in result.stdout
+    assert "STARTTLS offered" in result.stdout
+    assert "(trusted)" in result.stdout
+    assert (
+        f"recommended: port {server.port}, security starttls, auth mechanism "
+        "UserPassword" in result.stdout
+    )
+
+
+def test_probe_apply_updates_profile(
+    cli: Invoke, start_sink: Callable[..., SinkServer], certificates: Certificates
+) -> None:
+    server = start_sink("tls", users={"alice": PASSWORD})
+    created = cli(
+        "profile",
+        "create",
+        "Orders",
+        "--host",
+        "old.example.com",
+        "--port",
+        "25",
+        "--security",
+        "none",
+        "--from",
+        "orders@example.com",
+    )
+    assert created.exit_code == 0, created.output
+
+    result = cli(
+        "probe",
+        "localhost",
+        "--port",
+        str(server.port),
+        "--timeout",
+        "2",
+        "--ca-bundle",
+        str(certificates.ca_file),
+        "--login",
+        "alice",
+        "--password-stdin",
+        "--apply",
+        "Orders",
+        "--json",
+        stdin=PASSWORD + "\n",
+    )
+
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["applied_to"] == "Orders"
+    assert shown["login"]["ok"] is True
+    assert PASSWORD not in result.output
+    profile = json.loads(cli("profile", "show", "Orders", "--json").stdout)
+    assert profile["host"] == "localhost"
+    assert profile["port"] == server.port
+    assert profile["security"] == "tls"
+    assert profile["mechanism"] == "UserPassword"
+    assert profile["ca_bundle"] == str(certificates.ca_file)
+    assert profile["has_password"] is False
+
+
+def test_probe_nothing_usable_keeps_profile(cli: Invoke) -> None:
+    cli(
+        "profile",
+        "create",
+        "Orders",
+        "--host",
+        "old.example.com",
+        "--from",
+        "orders@example.com",
+    )
+    refused = closed_port()
+
+    result = cli("probe", "127.0.0.1", "--port", str(refused), "--apply", "Orders")
+
+    assert result.exit_code == 1
+    assert "profile 'Orders' was not changed" in result.stderr
+    profile = json.loads(cli("profile", "show", "Orders", "--json").stdout)
+    assert profile["host"] == "old.example.com"
+
+
+def test_probe_unknown_profile_fails_first(cli: Invoke) -> None:
+    result = cli("probe", "127.0.0.1", "--port", "1", "--apply", "Nobody")
+
+    assert result.exit_code == 1
+    assert "no email profile named 'Nobody'" in result.stderr
+
+
+def test_probe_invalid_port(cli: Invoke) -> None:
+    result = cli("probe", "127.0.0.1", "--port", "70000")
+
+    assert result.exit_code == 2
+    assert "ports: must be between 1 and 65535, got 70000" in result.stderr
