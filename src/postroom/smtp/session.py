@@ -170,7 +170,10 @@ class SmtpSession:
             if failure.reply_text:
                 failure.reply_text = mask_secrets(failure.reply_text, self._secrets)
             if failure.error:
-                failure.error = mask_secrets(failure.error, self._secrets)
+                # aiosmtplib is handed a connected socket, so its own messages
+                # cannot know the port; fill it in.
+                error = failure.error.replace("on port None", f"on port {self.settings.port}")
+                failure.error = mask_secrets(error, self._secrets)
             if self.transcript is not None:
                 if failure.reply_code is None:
                     self.transcript.event(f"failed: {failure.error}")
