@@ -308,3 +308,15 @@ def test_failed_test_keeps_password_out_of_result(
     assert server.commands  # the server saw the exchange; the result does not show it
     assert "[secret hidden]" in "\n".join(result.transcript)
     assert password not in rendered
+
+
+def test_dropped_greeting_names_the_port(start_scripted: Callable[..., ScriptedServer]) -> None:
+    from tests.peers.scripted import DROP
+
+    server = start_scripted(greeting=DROP)
+
+    result = run_test("127.0.0.1", server.port, "none")
+
+    assert result.step == "greeting"
+    assert f"on port {server.port}" in (result.reply_text or "")
+    assert "port None" not in (result.reply_text or "")
