@@ -12,6 +12,8 @@ Placeholders in ``cause`` and ``fix``: {host} {port} {security} {mechanism}
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from postroom.diagnosis.entry import (
     Context,
     Entry,
@@ -369,3 +371,281 @@ FALLBACK = Entry(
     transient=True,
     setting="provider",
 )
+
+
+# Enterprise and OAuth authentication: NTLM, Kerberos (SASL GSSAPI), XOAUTH2
+# and TLS client certificates. Most of these failures happen on the client
+# side (at the KDC or the OAuth token endpoint) before the SMTP server
+# replies, so they match the Kerberos library's or the provider's own words.
+
+
+def _mechanism_is(label: str) -> Callable[[Context], bool]:
+    return lambda context: context.mechanism == label
+
+
+def _oauth_error_in(*errors: str) -> Callable[[Context], bool]:
+    return lambda context: context.fact("oauth_error") in errors
+
+
+_NTLM = (
+    Entry(
+        id="ntlm-domain-mismatch",
+        steps=steps(Step.AUTH),
+        reply_codes=codes(535),
+        when=lambda context: (
+            context.mechanism == "NTLM" and bool(context.fact("ntlm_domain_mismatch"))
+        ),
+        cause='The server rejected the login: "{reply}". The login names the NTLM '
+        "domain {ntlm_login_domain}, but the server belongs to the domain "
+        "{ntlm_server_domain}.",
+        fix="Set the login to {ntlm_server_domain}\\{ntlm_user} (the DOMAIN\\user "
+        "form) or to the account's user principal name (user@domain), and check "
+        "the password.",
+        transient=False,
+        setting="login",
+    ),
+)
+
+_KERBEROS = (
+    Entry(
+        id="kerberos-not-installed",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.UNSUPPORTED),
+        text=pattern(r"python-gssapi"),
+        cause="Kerberos needs the python-gssapi package, and this installation of "
+        "Postroom does not have it.",
+        fix="Install Postroom with Kerberos support: pip install 'postroom[kerberos]' "
+        "(it compiles against libkrb5, so install libkrb5-dev and a C compiler "
+        "first), then restart Postroom.",
+        transient=False,
+        setting="installation",
+    ),
+    Entry(
+        id="kerberos-password-rejected",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(
+            r"Preauthentication failed|Password incorrect|Decrypt integrity check"
+        ),
+        cause="The Kerberos KDC rejected the password of {principal} "
+        "({kerberos_error}).",
+        fix="Check the password: it is the account's domain (Kerberos) password. If "
+        "it was changed recently, save the new one in the profile.",
+        transient=False,
+        setting="password",
+    ),
+    Entry(
+        id="kerberos-principal-unknown",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(r"Client .* not found in Kerberos database"),
+        cause="The KDC does not know the principal {principal} ({kerberos_error}).",
+        fix="Set the login to the account's Kerberos principal, user@REALM with the "
+        "realm in capitals (for example alice@EXAMPLE.COM). A login without a realm "
+        "takes the default realm of the Kerberos configuration.",
+        transient=False,
+        setting="login",
+    ),
+    Entry(
+        id="kerberos-kdc-unreachable",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(r"Cannot contact any KDC"),
+        cause="No KDC of the realm answered ({kerberos_error}).",
+        fix="Check the kdc entries of the realm in the Kerberos configuration "
+        "(kerberos_config, else /etc/krb5.conf) and that this machine reaches the "
+        "KDC on port 88. Postroom retries in the meantime.",
+        transient=True,
+        setting="kerberos_config",
+    ),
+    Entry(
+        id="kerberos-realm-unknown",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(r"Cannot find KDC for realm|Cannot resolve network address"),
+        cause="The Kerberos configuration names no KDC for the realm of {principal} "
+        "({kerberos_error}).",
+        fix="Add the realm and its KDCs to the Kerberos configuration and set "
+        "kerberos_config to it, or correct the realm in the login.",
+        transient=False,
+        setting="kerberos_config",
+    ),
+    Entry(
+        id="kerberos-clock-skew",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(r"Clock skew too great"),
+        cause="This machine's clock differs from the KDC's by more than Kerberos "
+        "allows (5 minutes unless the realm sets otherwise), so the KDC refuses "
+        "the request ({kerberos_error}).",
+        fix="Synchronize this machine's clock with the domain's time source (NTP), "
+        "then send again.",
+        transient=False,
+        setting="clock",
+    ),
+    Entry(
+        id="kerberos-service-principal-unknown",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(r"Server .* not found in Kerberos database"),
+        cause="The KDC has no service principal {service_principal}, so it cannot "
+        "issue a ticket for the SMTP server ({kerberos_error}).",
+        fix="Set kerberos_service_principal to the principal registered for the "
+        "SMTP server (ask its administrator), or set the outbound server to the "
+        "host name that principal names instead of an address or an alias.",
+        transient=False,
+        setting="kerberos_service_principal",
+    ),
+    Entry(
+        id="kerberos-keytab-unusable",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(r"Key table|key table entry|keytab"),
+        cause="The keytab cannot give a key for {principal} ({kerberos_error}).",
+        fix="Set kerberos_keytab to a keytab that holds {principal} (check with "
+        "`klist -k FILE`) and that the Postroom process can read.",
+        transient=False,
+        setting="kerberos_keytab",
+    ),
+    Entry(
+        id="kerberos-ticket-rejected",
+        steps=steps(Step.AUTH),
+        reply_class=5,
+        when=_mechanism_is("Kerberos"),
+        cause="The SMTP server did not accept the Kerberos ticket for "
+        '{service_principal}: "{reply}".',
+        fix="Check that kerberos_service_principal is the principal in the server's "
+        "keytab (with its current key version), that the server's clock is in "
+        "sync, and that {principal} may send through this server.",
+        transient=False,
+        setting="kerberos_service_principal",
+    ),
+)
+
+_RECONNECT = (
+    "Reconnect the account: run `postroom profile oauth connect <profile>` and sign "
+    "in as {login}, or paste a new refresh token with `postroom profile oauth "
+    "set-refresh-token <profile>`."
+)
+
+_XOAUTH2 = (
+    Entry(
+        id="oauth-refresh-token-rejected",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        when=_oauth_error_in("invalid_grant"),
+        cause="The OAuth provider refused to refresh the access token "
+        "({oauth_error}: {oauth_error_description}). The refresh token has expired "
+        "or was revoked: consent withdrawn, password changed, or sessions revoked "
+        "by an administrator.",
+        fix=_RECONNECT,
+        transient=False,
+        setting="oauth_refresh_token",
+    ),
+    Entry(
+        id="oauth-client-rejected",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        when=_oauth_error_in("invalid_client", "unauthorized_client"),
+        cause="The OAuth provider rejected the client ({oauth_error}: "
+        "{oauth_error_description}): the client secret is wrong or has expired, or "
+        "the client id is wrong.",
+        fix="Set oauth_client_secret to a current secret of the app registration "
+        "(secrets expire) and check oauth_client_id. " + _RECONNECT,
+        transient=False,
+        setting="oauth_client_secret",
+    ),
+    Entry(
+        id="oauth-scope-rejected",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        when=_oauth_error_in("invalid_scope"),
+        cause="The OAuth provider rejected the scope ({oauth_error}: "
+        "{oauth_error_description}).",
+        fix="Set oauth_scope to the provider's SMTP scope "
+        "(https://outlook.office.com/SMTP.Send offline_access for Microsoft 365, "
+        "https://mail.google.com/ for Google). " + _RECONNECT,
+        transient=False,
+        setting="oauth_scope",
+    ),
+    Entry(
+        id="oauth-not-connected",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        when=_oauth_error_in("not_connected", "not_configured"),
+        cause="{error}.",
+        fix="Set the OAuth client (oauth_provider, oauth_client_id and, for "
+        "confidential clients, oauth_client_secret), then connect the account: "
+        "`postroom profile oauth connect <profile>`.",
+        transient=False,
+        setting="oauth_refresh_token",
+    ),
+    Entry(
+        id="oauth-token-endpoint-unavailable",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        when=lambda context: bool(context.fact("oauth_transient")),
+        cause="The OAuth token endpoint could not issue an access token for now: "
+        "{error}.",
+        fix="Postroom retries later. If it persists, check oauth_token_endpoint and "
+        "that this machine reaches it.",
+        transient=True,
+        setting="oauth_token_endpoint",
+    ),
+    Entry(
+        id="oauth-refresh-failed",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        when=lambda context: (
+            context.mechanism == "XOAUTH2" and context.fact("oauth_error") is not None
+        ),
+        cause="Getting an OAuth access token failed: {error}.",
+        fix=_RECONNECT,
+        transient=False,
+        setting="oauth_refresh_token",
+    ),
+    Entry(
+        id="xoauth2-token-rejected",
+        steps=steps(Step.AUTH),
+        reply_class=5,
+        when=_mechanism_is("XOAUTH2"),
+        cause='The server rejected the OAuth access token for {login}: "{reply}".',
+        fix="Check that the login is the mailbox the account signed in as, that the "
+        "scope grants SMTP (https://outlook.office.com/SMTP.Send for Microsoft 365, "
+        "https://mail.google.com/ for Google), and that SMTP AUTH is enabled for "
+        "the mailbox.",
+        transient=False,
+        setting="oauth_scope",
+    ),
+)
+
+_CLIENT_CERTIFICATE = (
+    Entry(
+        id="client-certificate-required",
+        kinds=kinds(ErrorKind.TLS),
+        text=pattern(r"certificate.required|bad.certificate|handshake.failure"),
+        when=lambda context: not context.fact("client_certificate"),
+        cause="The server requires a TLS client certificate, and the profile has "
+        "none ({error}).",
+        fix="Set the profile's client certificate and key (the ones the relay's "
+        "administrator issued for this sender).",
+        transient=False,
+        setting="client_certificate",
+    ),
+    Entry(
+        id="client-certificate-rejected",
+        kinds=kinds(ErrorKind.TLS),
+        text=pattern(
+            r"certificate.required|bad.certificate|unknown.ca|certificate.unknown|"
+            r"certificate.expired|certificate.revoked|handshake.failure"
+        ),
+        when=lambda context: bool(context.fact("client_certificate")),
+        cause="The server rejected the profile's TLS client certificate ({error}).",
+        fix="Ask the relay's administrator which CA it trusts for client "
+        "certificates and set a certificate from it that has not expired.",
+        transient=False,
+        setting="client_certificate",
+    ),
+)
+
+CATALOGUE = CATALOGUE + _NTLM + _KERBEROS + _XOAUTH2 + _CLIENT_CERTIFICATE
