@@ -80,7 +80,7 @@ class AuthServer:
             tls_context=None if self.implicit_tls else self.tls_context,
             auth_required=True,
             auth_require_tls=False,
-            auth_exclude_mechanism=["PLAIN", "LOGIN"],
+            auth_exclude_mechanism=["PLAIN", "LOGIN", "CRAM-MD5"],
             ident="Postroom test server",
         )
         self._controller.start()

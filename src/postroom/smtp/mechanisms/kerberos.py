@@ -134,10 +134,14 @@ def minor_message(error: Exception) -> str:
 
 def _failure(stage: str, error: Exception, **details: Any) -> SmtpFailure:
     message = minor_message(error)
+    subject = {
+        "credentials": f"getting Kerberos credentials for {details['principal']}",
+        "service ticket": f"getting a Kerberos ticket for {details['service_principal']}",
+    }.get(stage, f"Kerberos {stage}")
     return SmtpFailure(
         step=Step.AUTH,
         kind=ErrorKind.AUTH_CLIENT,
-        error=f"Kerberos {stage} failed: {message}",
+        error=f"{subject} failed: {message}",
         details={"kerberos_stage": stage, "kerberos_error": message, **details},
     )
 
