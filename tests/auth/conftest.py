@@ -97,3 +97,25 @@ def start_gssapi(realm: Realm) -> Iterator[Callable[..., AuthServer]]:
 
 
 __all__ = ["REALM", "USER", "USER_PASSWORD", "Realm"]
+
+
+CLIENT_ID = "postroom-test-app"
+CLIENT_SECRET = "client-secret-Very-Private-1"
+
+
+@pytest.fixture
+def oauth_provider() -> Iterator[Any]:
+    from tests.peers.oauth_server import OAuthServer
+
+    provider = OAuthServer(clients={CLIENT_ID: CLIENT_SECRET}).start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def xoauth2_server(oauth_provider: Any) -> Iterator[AuthServer]:
+    from tests.peers.xoauth2_smtp import XOAuth2Handler
+
+    server = AuthServer(XOAuth2Handler(provider=oauth_provider)).start()
+    yield server
+    server.stop()
