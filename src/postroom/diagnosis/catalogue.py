@@ -619,14 +619,42 @@ _XOAUTH2 = (
     ),
 )
 
+# OpenSSL's names of the TLS alerts a server sends when it wants a client
+# certificate or does not accept the one it got.
+_CLIENT_CERTIFICATE_ALERT = pattern(
+    r"certificate.required|bad.certificate|unknown.ca|certificate.unknown|"
+    r"certificate.expired|certificate.revoked|handshake.failure"
+)
+
+
+def _client_certificate_refused(context: Context) -> bool:
+    """Tell whether the server ended TLS the way relays refuse a client certificate.
+
+    Some send a TLS alert; others (asyncio-based servers among them) close
+    the connection right after the handshake without a word, which the
+    client sees as a disconnection before the first reply over TLS.
+    """
+    failure = context.failure
+    if failure.kind == ErrorKind.TLS:
+        return bool(_CLIENT_CERTIFICATE_ALERT.search(context.text))
+    if failure.kind != ErrorKind.DISCONNECTED:
+        return False
+    if failure.step == Step.GREETING:
+        return context.security == "tls"
+    return failure.step == Step.EHLO and bool(context.fact("after_starttls"))
+
+
 _CLIENT_CERTIFICATE = (
     Entry(
         id="client-certificate-required",
-        kinds=kinds(ErrorKind.TLS),
-        text=pattern(r"certificate.required|bad.certificate|handshake.failure"),
-        when=lambda context: not context.fact("client_certificate"),
-        cause="The server requires a TLS client certificate, and the profile has "
-        "none ({error}).",
+        when=lambda context: (
+            _client_certificate_refused(context)
+            and not context.fact("client_certificate")
+        ),
+        cause="The server ended the TLS session during the handshake or right "
+        "after it, before any reply ({error}), and the profile presents no TLS "
+        "client certificate. Relays that authenticate senders by certificate "
+        "do this when none is presented.",
         fix="Set the profile's client certificate and key (the ones the relay's "
         "administrator issued for this sender).",
         transient=False,
@@ -634,15 +662,15 @@ _CLIENT_CERTIFICATE = (
     ),
     Entry(
         id="client-certificate-rejected",
-        kinds=kinds(ErrorKind.TLS),
-        text=pattern(
-            r"certificate.required|bad.certificate|unknown.ca|certificate.unknown|"
-            r"certificate.expired|certificate.revoked|handshake.failure"
+        when=lambda context: (
+            _client_certificate_refused(context)
+            and bool(context.fact("client_certificate"))
         ),
-        when=lambda context: bool(context.fact("client_certificate")),
-        cause="The server rejected the profile's TLS client certificate ({error}).",
+        cause="The server ended the TLS session during the handshake or right "
+        "after it, before any reply ({error}): it does not accept the profile's "
+        "client certificate.",
         fix="Ask the relay's administrator which CA it trusts for client "
-        "certificates and set a certificate from it that has not expired.",
+        "certificates, and set a certificate from that CA that has not expired.",
         transient=False,
         setting="client_certificate",
     ),

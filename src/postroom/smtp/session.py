@@ -169,7 +169,11 @@ class SmtpSession:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             failure = classify(step, exc)
-            if failure.kind in (ErrorKind.TLS, ErrorKind.CERTIFICATE):
+            if failure.kind in (
+                ErrorKind.TLS,
+                ErrorKind.CERTIFICATE,
+                ErrorKind.DISCONNECTED,
+            ):
                 failure.details.setdefault(
                     "client_certificate", bool(self.settings.client_certificate)
                 )
@@ -281,7 +285,11 @@ class SmtpSession:
         await self._ehlo()
         if settings.security == "starttls":
             await self._starttls()
-            await self._ehlo()
+            try:
+                await self._ehlo()
+            except SmtpFailure as failure:
+                failure.details["after_starttls"] = True
+                raise
         if settings.login:
             with self._step(Step.AUTH):
                 await sasl.authenticate(client, settings)
