@@ -11,8 +11,9 @@ from fastapi import FastAPI
 
 from postroom import __version__
 from postroom.api.errors import install_error_handlers
-from postroom.api.routes import messages, profiles
+from postroom.api.routes import messages, oauth, profiles
 from postroom.runtime import Runtime
+from postroom.web import oauth as oauth_pages
 
 log = logging.getLogger("postroom.api")
 
@@ -49,4 +50,6 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
 
     app.include_router(profiles.router)
     app.include_router(messages.router)
+    app.include_router(oauth.router)
+    app.include_router(oauth_pages.router)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from postroom import __version__
-from postroom.cli import messages, profile, server, tokens
+from postroom.cli import messages, profile, profile_auth, server, tokens
 
 app = typer.Typer(
     help="Postroom: hand business email to your own SMTP provider and record every reply.",
@@ -18,6 +18,9 @@ app.command("worker")(server.worker)
 app.command("sink")(server.sink)
 app.command("send")(messages.send)
 app.add_typer(profile.app, name="profile")
+profile.app.add_typer(profile_auth.oauth_app, name="oauth")
+profile.app.command("kerberos")(profile_auth.kerberos)
+profile.app.command("client-certificate")(profile_auth.client_certificate)
 app.add_typer(messages.app, name="message")
 app.add_typer(tokens.app, name="token")
 app.add_typer(tokens.key_app, name="key")

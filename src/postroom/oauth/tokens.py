@@ -102,19 +102,21 @@ def get_access_token(
     profile_id: int,
     *,
     stale: str | None = None,
+    force: bool = False,
 ) -> IssuedToken:
     """Return a valid access token, refreshing it when needed.
 
     ``stale`` is a token the server has just rejected: it is not returned
-    again even if its expiry has not come.
+    again even if its expiry has not come. ``force`` always refreshes.
     """
     now = utcnow()
-    with transaction(sessions) as session:
-        grant = session.get(OAuthGrant, profile_id)
-        if grant is not None:
-            cached = _cached(grant, box, now, stale)
-            if cached is not None:
-                return cached
+    if not force:
+        with transaction(sessions) as session:
+            grant = session.get(OAuthGrant, profile_id)
+            if grant is not None:
+                cached = _cached(grant, box, now, stale)
+                if cached is not None:
+                    return cached
 
     failure: AccessTokenError | None = None
     with transaction(sessions) as session:
@@ -128,7 +130,7 @@ def get_access_token(
                 error="not_connected",
             )
         # Another worker may have refreshed while this one waited for the lock.
-        cached = _cached(grant, box, utcnow(), stale)
+        cached = None if force else _cached(grant, box, utcnow(), stale)
         if cached is not None:
             return cached
 
