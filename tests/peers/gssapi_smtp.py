@@ -29,6 +29,8 @@ class GssapiHandler(SinkHandler):
     # Whether the first token came on the AUTH line, per AUTH.
     initial_on_auth_line: list[bool] = field(default_factory=list)
     first_token_sizes: list[int] = field(default_factory=list)
+    # The first token (AP-REQ with the ticket) as the base64 on the wire.
+    received_tokens: list[str] = field(default_factory=list)
     # The (layer, max size) each client chose.
     chosen_layers: list[tuple[int, int]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -51,6 +53,7 @@ class GssapiHandler(SinkHandler):
                 return AuthResult(success=False, handled=True)
             token = bytes(answer)
         self.first_token_sizes.append(len(base64.b64encode(token)))
+        self.received_tokens.append(base64.b64encode(token).decode())
 
         credentials = gssapi.Credentials(usage="accept", store={"keytab": self.keytab})
         context = gssapi.SecurityContext(usage="accept", creds=credentials)

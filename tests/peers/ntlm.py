@@ -61,8 +61,10 @@ class NtlmHandler(SinkHandler):
     dns_domain: str = "corp.example"
     # The identity pyspnego accepted, for each successful AUTH.
     principals: list[str] = field(default_factory=list)
-    # The first NTLM message, and whether it came on the AUTH line.
+    # Whether the NEGOTIATE_MESSAGE came on the AUTH line, per AUTH.
     initial_on_auth_line: list[bool] = field(default_factory=list)
+    # Every NTLM message received, as the base64 sent on the wire.
+    received_tokens: list[str] = field(default_factory=list)
 
     @auth_mechanism("NTLM")
     async def auth_NTLM(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -89,6 +91,8 @@ class NtlmHandler(SinkHandler):
         authenticate = await server.challenge_auth(challenge)
         if authenticate is MISSING:
             return AuthResult(success=False, handled=True)
+        self.received_tokens.append(base64.b64encode(negotiate).decode())
+        self.received_tokens.append(base64.b64encode(bytes(authenticate)).decode())
         try:
             acceptor.step(bytes(authenticate))
         except SpnegoError:

@@ -27,6 +27,8 @@ class XOAuth2Handler(SinkHandler):
     initial_on_auth_line: list[bool] = field(default_factory=list)
     accepted_tokens: list[str] = field(default_factory=list)
     rejected_tokens: list[str] = field(default_factory=list)
+    # Each initial response as the base64 sent on the wire.
+    received_responses: list[str] = field(default_factory=list)
 
     @auth_mechanism("XOAUTH2")
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -44,6 +46,7 @@ class XOAuth2Handler(SinkHandler):
                 return AuthResult(success=False, handled=True)
             data = bytes(answer)
 
+        self.received_responses.append(base64.b64encode(data).decode())
         fields = dict(
             part.split("=", 1) for part in data.decode().split("\x01") if "=" in part
         )

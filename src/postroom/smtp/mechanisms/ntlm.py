@@ -8,6 +8,7 @@ NTLM through GSSAPI when python-gssapi is installed.
 
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass
 
@@ -19,6 +20,11 @@ from postroom.smtp.errors import ErrorKind, SmtpFailure, Step
 from postroom.smtp.mechanisms import exchange
 from postroom.smtp.replies import Reply
 from postroom.smtp.settings import ConnectionSettings
+
+# pyspnego logs every NTLM message at DEBUG ("NTLM step input/output"), and
+# the AUTHENTICATE_MESSAGE carries the NTLMv2 response, from which the
+# password can be attacked offline. Keep its loggers above DEBUG.
+logging.getLogger("spnego").setLevel(logging.INFO)
 
 _SIGNATURE = b"NTLMSSP\x00"
 _CHALLENGE_TYPE = 2
