@@ -363,9 +363,10 @@ def warnings(profile: Profile, status: OAuthStatus | None) -> list[str]:
     found: list[str] = []
     if status is None or profile.mechanism != AuthMechanism.XOAUTH2:
         return found
-    reconnect = f"reconnect the account (postroom profile oauth connect {profile.name})"
+    command = f"postroom profile oauth connect {profile.name}"
+    reconnect = f"reconnect the account ({command})"
     if not status.has_refresh_token:
-        found.append(f"OAuth is not connected yet: {reconnect}")
+        found.append(f"OAuth is not connected yet: connect the account ({command})")
     if status.failed_at is not None:
         reason = status.error or "error"
         if status.error_description:

@@ -120,10 +120,12 @@ def get_access_token(
 
     failure: AccessTokenError | None = None
     with transaction(sessions) as session:
+        # The lock comes first: on SQLite a transaction that has read before
+        # it writes cannot wait for another writer and fails at once.
+        grant = _lock_grant(session, profile_id)
         profile = session.get(Profile, profile_id)
         if profile is None:
             raise AccessTokenError("the profile no longer exists", error="not_found")
-        grant = _lock_grant(session, profile_id)
         if grant is None or grant.refresh_token_encrypted is None:
             raise AccessTokenError(
                 f"profile {profile.name!r} is not connected to its OAuth account yet",
