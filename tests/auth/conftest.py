@@ -72,7 +72,7 @@ def realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Realm]:
 def _closed_port() -> int:
     from tests.peers.kdc import free_udp_tcp_port
 
-    # Free a moment ago and bound by nobody: connections are refused.
+    # Free a moment ago and not bound by any process, so connections are refused.
     return free_udp_tcp_port()
 
 

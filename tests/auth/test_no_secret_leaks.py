@@ -1,4 +1,4 @@
-"""No password, token, ticket or key reaches logs, transcripts or API answers.
+"""No password, token, ticket or key reaches logs, transcripts or API responses.
 
 In the manner of aiosmtpd's assert_nopassleak: every secret, its base64
 form and the AUTH payloads as sent on the wire are searched for in the
@@ -188,7 +188,7 @@ def test_xoauth2_secrets_stay_hidden(
     )
     observed.api("GET", "/api/profiles/Orders/oauth")
     observed.api("POST", "/api/profiles/Orders/oauth/refresh")
-    # A failing refresh is logged and answered too.
+    # A failing refresh is logged and returned too.
     oauth_provider.revoke(refresh_token)
     failed = observed.api("POST", "/api/profiles/Orders/oauth/refresh")
     assert failed.json()["ok"] is False

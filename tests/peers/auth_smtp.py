@@ -19,8 +19,8 @@ from aiosmtpd.smtp import SMTP
 
 from postroom.devserver.sink import SinkHandler, free_port
 
-# RFC 4954, section 4: servers should accept AUTH lines (and answers to 334)
-# of at least 12288 octets; aiosmtpd's defaults are 512 and 1001.
+# Kerberos tickets make AUTH lines and responses to 334 far longer than
+# aiosmtpd's limits of 512 octets per command and 1001 per line.
 LONG_LINE = 16384
 
 

@@ -72,7 +72,7 @@ class GssapiHandler(SinkHandler):
             if answer is MISSING:
                 return AuthResult(success=False, handled=True)
             token = bytes(answer)
-        # The last token (AP-REP) goes out even if empty; the client answers
+        # The last token (AP-REP) goes out even if empty. The client responds
         # with an empty line once its context is complete too.
         answer = await server.challenge_auth(output or b"")
         if answer is MISSING:

@@ -7,7 +7,7 @@ challenge names the domain WORKSTATION; this server rewrites it to name
 ``domain`` the way a domain member's challenge does, so a client can tell
 which domain the server belongs to.
 
-Every failure is answered like Exchange: 535 5.7.3 Authentication
+Every failure gets Exchange's reply, 535 5.7.3 Authentication
 unsuccessful, whatever the reason.
 """
 
@@ -76,7 +76,7 @@ class NtlmHandler(SinkHandler):
                 await server.push("501 5.5.2 Cannot decode base64")
                 return AuthResult(success=False, handled=True)
         else:
-            # MS-SMTPNTLM: without an initial response the server says so in text.
+            # MS-SMTPNTLM: without an initial response the server replies 334 with text.
             self.initial_on_auth_line.append(False)
             answer = await server.challenge_auth(b"NTLM supported", encode_to_b64=False)
             if answer is MISSING:

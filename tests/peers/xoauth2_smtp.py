@@ -1,6 +1,6 @@
 """An SMTP server that accepts AUTH XOAUTH2 bearer tokens of the test provider.
 
-A rejected token gets Google's answer: a 334 challenge with a base64 JSON
+A rejected token gets Google's reply: a 334 challenge with a base64 JSON
 error, then 535 once the client has sent its empty line.
 """
 

@@ -630,8 +630,8 @@ _CLIENT_CERTIFICATE_ALERT = pattern(
 def _client_certificate_refused(context: Context) -> bool:
     """Tell whether the server ended TLS the way relays refuse a client certificate.
 
-    Some send a TLS alert; others (asyncio-based servers among them) close
-    the connection right after the handshake without a word, which the
+    Some send a TLS alert. Others, asyncio-based servers among them, close
+    the connection right after the handshake without an alert, which the
     client sees as a disconnection before the first reply over TLS.
     """
     failure = context.failure

@@ -395,7 +395,7 @@ def _days(delta: timedelta) -> str:
 
 
 def view_values(profile: Profile) -> dict[str, Any]:
-    """The computed fields of ProfileView for these mechanisms."""
+    """Return the computed fields of ProfileView for these mechanisms."""
     status = oauth_status(profile)
     return {
         "oauth": status,

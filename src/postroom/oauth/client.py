@@ -1,7 +1,7 @@
 """Requests to an OAuth 2.0 token endpoint (RFC 6749, sections 4.1.3 and 6).
 
 The client authenticates with its secret in the request body
-(client_secret_post), which Microsoft and Google both accept; a public
+(client_secret_post), which Microsoft and Google both accept. A public
 client without a secret sends only its client id.
 """
 
@@ -21,7 +21,7 @@ TOKEN_TIMEOUT = 20.0
 @dataclass(frozen=True)
 class TokenResponse:
     access_token: str
-    # Seconds the access token is valid, when the provider says.
+    # Seconds the access token is valid, when the provider sends it.
     expires_in: int | None
     # Present when the provider rotates the refresh token or issues a first one.
     refresh_token: str | None
@@ -77,8 +77,7 @@ class OAuthClient:
         token = body.get("access_token")
         if not isinstance(token, str) or not token:
             raise AccessTokenError(
-                f"the token endpoint {self.token_endpoint} answered without an "
-                "access_token",
+                f"the token endpoint {self.token_endpoint} returned no access_token",
                 error="invalid_response",
                 status=response.status_code,
             )
@@ -114,7 +113,7 @@ def _endpoint_error(
     description = body.get("error_description")
     if not isinstance(error, str) or not error:
         error = f"http_{status}"
-    message = f"the token endpoint {endpoint} refused the request: {error}"
+    message = f"the token endpoint {endpoint} rejected the request: {error}"
     if isinstance(description, str) and description:
         message += f": {description}"
     else:

@@ -1,6 +1,6 @@
 """The interactive connect flow: authorization code with PKCE (RFC 7636).
 
-An operator starts a flow for a profile and opens its start page; the
+An operator starts a flow for a profile and opens its start page. The
 provider's sign-in redirects back to Postroom's callback page with a code,
 which Postroom exchanges for the first refresh token. The state parameter
 ties the redirect to the flow: it is random, single-use, expires after

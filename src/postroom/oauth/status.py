@@ -1,4 +1,4 @@
-"""What an operator may see of a profile's OAuth setup: never a token or secret."""
+"""The parts of a profile's OAuth setup an operator may see, never a token or secret."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ spend the same refresh token twice (providers that rotate refresh tokens
 invalidate the old one at first use). A rotated refresh token is saved in
 the same transaction as the access token it came with.
 
-A failed refresh is recorded on the grant with the provider's error; the
+A failed refresh is recorded on the grant with the provider's error. The
 first failure of a run raises an alert in the delivery log and a metric.
 """
 

@@ -147,7 +147,7 @@ class Worker:
         """Hold the messages when the profile's OAuth grant cannot give a token.
 
         A revoked or expired refresh token needs an operator to reconnect
-        the account; failing the messages would lose them, so they wait and
+        the account. Failing the messages would lose them, so they wait and
         are released when the profile is reconnected. A transient failure
         (the token endpoint is down) goes on to a normal, retried attempt.
         """

@@ -31,7 +31,7 @@ class ConnectAnswer(BaseModel):
 
 
 def public_url(request: Request, configured: str | None) -> str:
-    """The base URL browsers reach Postroom at, for the OAuth redirect."""
+    """Return the base URL browsers use to reach Postroom, for the OAuth redirect."""
     if configured:
         return configured.rstrip("/")
     return str(request.base_url).rstrip("/")
@@ -63,5 +63,5 @@ def connect(
 
 @router.post("/{name}/oauth/refresh")
 async def refresh(name: str, runtime: RuntimeDep, _token: TokenDep) -> RefreshResult:
-    """Get a new access token now; ``ok`` says whether the provider issued one."""
+    """Get a new access token now; ``ok`` is true when the provider issued one."""
     return await refresh_now(runtime.sessions, runtime.secrets, name)

@@ -1,8 +1,8 @@
 """SASL GSSAPI (RFC 4752) with Kerberos credentials from a password or a keytab.
 
 python-gssapi is an optional dependency (``postroom[kerberos]``) because it
-compiles against libkrb5; without it a Kerberos profile fails with a
-diagnosis that says what to install.
+compiles against libkrb5. Without it a Kerberos profile fails with a
+diagnosis that names the package to install.
 
 MIT libkrb5 reads its configuration from the KRB5_CONFIG environment
 variable whenever it creates a library context, which is at every GSS-API
@@ -39,11 +39,12 @@ INSTALL_HINT = "pip install 'postroom[kerberos]'"
 # MIT's default when KRB5_CONFIG is unset (krb5.conf(5), Debian build).
 _DEFAULT_CONFIG = "/etc/krb5.conf"
 
-# Read before the profile's own krb5.conf: with kdc_timesync on (the MIT
-# default), a clock that is off makes the KDC exchange succeed and every
-# later step fail with "No Kerberos credentials available", because
-# credentials acquired in memory do not keep the KDC's time offset. With it
-# off, the KDC answers "Clock skew too great" at once, which names the cause.
+# Read before the profile's own krb5.conf. With kdc_timesync on (the MIT
+# default), a clock that is off lets the KDC exchange succeed, but every
+# later step fails with "No Kerberos credentials available" because
+# credentials acquired in memory do not keep the KDC's time offset (seen
+# with MIT krb5 1.20). With it off, the KDC replies "Clock skew too great"
+# at once, which names the cause.
 _OVERLAY = "[libdefaults]\n  kdc_timesync = 0\n"
 
 # RFC 4752, 3.1: bit 1 of the first octet means "no security layer".
@@ -60,7 +61,7 @@ _credentials: dict[tuple[str, str, str], Any] = {}
 
 
 class SecurityLayerError(Exception):
-    """The server's RFC 4752 security-layer message cannot be answered."""
+    """The server's RFC 4752 security-layer message is invalid or needs a layer."""
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,7 @@ async def authenticate(
 
 
 def _security_layer(context: Any, token: bytes) -> bytes:
-    """Answer the server's security-layer offer (RFC 4752, 3.1).
+    """Return the wrapped reply to the server's security-layer offer (RFC 4752, 3.1).
 
     The server's wrapped message holds a bit mask of the layers it offers and
     its maximum buffer size. SMTP gets its protection from TLS, so Postroom

@@ -62,7 +62,7 @@ def split_login(login: str) -> NtlmLogin:
 
 @dataclass(frozen=True)
 class ServerNames:
-    """What an NTLM CHALLENGE_MESSAGE says about the server (MS-NLMP 2.2.1.2)."""
+    """The server names an NTLM CHALLENGE_MESSAGE carries (MS-NLMP 2.2.1.2)."""
 
     netbios_domain: str | None = None
     dns_domain: str | None = None
@@ -159,7 +159,7 @@ async def authenticate(
     if server.netbios_domain:
         details["ntlm_server_domain"] = server.netbios_domain
     # A login that names a domain the server does not belong to is the
-    # usual reason a right password is rejected; the diagnosis says so.
+    # usual reason a right password is rejected, so the diagnosis names it.
     details["ntlm_domain_mismatch"] = bool(
         login.domain
         and server.netbios_domain
