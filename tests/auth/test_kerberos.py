@@ -282,3 +282,33 @@ def test_worker_delivers_with_password(
     assert view(runtime, message_pk)["status"] == "sent"
     assert handler_of(server).messages[0].login == f"{USER}@{REALM}"
     assert test_email(runtime).ok
+
+
+def test_keytab_without_principal_diagnosed(
+    realm: Realm, start_gssapi: StartServer
+) -> None:
+    server = start_gssapi()
+
+    # The server's keytab holds smtp/localhost, not the login's key.
+    result = send_through(
+        settings(
+            server,
+            login=KEYTAB_USER,
+            password=None,
+            options={"keytab": str(realm.server_keytab)},
+        )
+    )
+
+    assert not result.ok
+    assert result.diagnosis == "kerberos-keytab-unusable"
+    assert result.setting == "kerberos_keytab"
+
+
+def test_unknown_realm_diagnosed(realm: Realm, start_gssapi: StartServer) -> None:
+    server = start_gssapi()
+
+    result = send_through(settings(server, login=f"{USER}@NOWHERE.TEST"))
+
+    assert not result.ok
+    assert result.diagnosis == "kerberos-realm-unknown"
+    assert result.setting == "kerberos_config"

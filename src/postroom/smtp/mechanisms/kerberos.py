@@ -60,6 +60,10 @@ _overlay_path: str | None = None
 _credentials: dict[tuple[str, str, str], Any] = {}
 
 
+class KeytabError(Exception):
+    """libkrb5 could not get a ticket with the keytab; the message is its own."""
+
+
 class SecurityLayerError(Exception):
     """The server's RFC 4752 security-layer message is invalid or needs a layer."""
 
@@ -115,13 +119,14 @@ def _import_gssapi() -> Any:
     try:
         import gssapi
         import gssapi.raw
+        import krb5  # noqa: F401  (keytab logins)
     except ImportError as exc:
         raise SmtpFailure(
             step=Step.AUTH,
             kind=ErrorKind.UNSUPPORTED,
-            error="Kerberos needs python-gssapi, which is not installed "
+            error="Kerberos needs python-gssapi and krb5, which are not installed "
             f"({INSTALL_HINT})",
-            details={"missing_package": "gssapi"},
+            details={"missing_package": "gssapi, krb5"},
         ) from exc
     return gssapi
 
@@ -167,16 +172,9 @@ def _acquire(
 
     name = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
     if options.keytab:
-        # A memory cache per principal and keytab: MIT fills it from the
-        # keytab when a ticket is needed and never touches a ticket cache
-        # on disk.
-        ccache = (
-            "MEMORY:postroom-" + hashlib.sha256(repr(key).encode()).hexdigest()[:24]
-        )
         credentials = gssapi.Credentials(
-            name=name,
             usage="initiate",
-            store={"client_keytab": options.keytab, "ccache": ccache},
+            store={"ccache": _keytab_ticket(principal, options.keytab)},
         )
     else:
         acquired = gssapi.raw.acquire_cred_with_password(
@@ -185,6 +183,31 @@ def _acquire(
         credentials = gssapi.Credentials(acquired.creds)
     _credentials[key] = credentials
     return credentials
+
+
+def _keytab_ticket(principal: str, keytab: str) -> str:
+    """Get a ticket-granting ticket from a keytab into a new memory cache.
+
+    Returns the cache's name. GSS-API could read the keytab itself, but when
+    the keytab lacks the principal MIT then reports only "No credentials
+    cache found", while libkrb5's own call names the keytab problem.
+    """
+    import krb5
+
+    context = krb5.init_context()
+    client = krb5.parse_name_flags(context, principal.encode())
+    table = krb5.kt_resolve(context, f"FILE:{keytab}".encode())
+    options = krb5.get_init_creds_opt_alloc(context)
+    try:
+        creds = krb5.get_init_creds_keytab(context, client, options, table)
+    except krb5.Krb5Error as exc:
+        # The text ends with libkrb5's numeric error code.
+        raise KeytabError(re.sub(r"\s+-?\d+$", "", str(exc))) from exc
+    # MIT keeps a memory cache, by name, until it is destroyed.
+    cache = krb5.cc_new_unique(context, b"MEMORY")
+    krb5.cc_initialize(context, cache, client)
+    krb5.cc_store_cred(context, cache, creds)
+    return "MEMORY:" + (cache.name or b"").decode()
 
 
 def _target(gssapi: Any, settings: ConnectionSettings, options: KerberosOptions) -> Any:
@@ -221,7 +244,7 @@ async def authenticate(
         credentials = await _call(
             options.config, _acquire, gssapi, principal, settings.password, options
         )
-    except gssapi.exceptions.GSSError as exc:
+    except (gssapi.exceptions.GSSError, KeytabError) as exc:
         raise _failure("credentials", exc, **facts) from exc
 
     flags = (
