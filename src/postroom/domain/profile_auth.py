@@ -396,6 +396,9 @@ def _days(delta: timedelta) -> str:
 
 def view_values(profile: Profile) -> dict[str, Any]:
     """Return the computed fields of ProfileView for these mechanisms."""
+    # NOTE: the view has no key to decrypt the client certificate, so its
+    # subject and expiry are not shown and an expired one is found only when
+    # the relay rejects it.
     status = oauth_status(profile)
     return {
         "oauth": status,
