@@ -39,6 +39,9 @@ class Settings(BaseModel):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8400, ge=1, le=65535)
+    # The URL browsers reach Postroom at, when it differs from http_host and
+    # http_port (a reverse proxy); OAuth redirects come back to it.
+    public_url: str | None = None
 
     log_level: str = "INFO"
     log_format: str = "json"

@@ -310,7 +310,9 @@ def test_failed_test_keeps_password_out_of_result(
     assert password not in rendered
 
 
-def test_dropped_greeting_names_the_port(start_scripted: Callable[..., ScriptedServer]) -> None:
+def test_dropped_greeting_names_the_port(
+    start_scripted: Callable[..., ScriptedServer],
+) -> None:
     from tests.peers.scripted import DROP
 
     server = start_scripted(greeting=DROP)

@@ -340,3 +340,25 @@ def test_choose_mechanism(
     offered: list[str], encrypted: bool, expected: str | None
 ) -> None:
     assert choose_mechanism(offered, encrypted) == expected
+
+
+@pytest.mark.parametrize(
+    ("offered", "mechanism"),
+    [("NTLM", "NTLM"), ("GSSAPI", "Kerberos"), ("XOAUTH2", "XOAUTH2")],
+)
+def test_enterprise_mechanisms_reported(
+    start_scripted: Callable[..., ScriptedServer], offered: str, mechanism: str
+) -> None:
+    server = start_scripted(
+        tls=True,
+        extensions=["STARTTLS"],
+        extensions_after_tls=[f"AUTH {offered}"],
+    )
+
+    result = probe("localhost", [server.port], ca_bundle=None)
+
+    port = by_port(result)[server.port]
+    assert offered in port["auth_after_tls"]
+    assert result.recommendation is not None
+    assert result.recommendation.mechanism == mechanism
+    assert "AUTH" not in sent_verbs(server)

@@ -11,8 +11,9 @@ from fastapi import FastAPI
 
 from postroom import __version__
 from postroom.api.errors import install_error_handlers
-from postroom.api.routes import diagnose, messages, presets, probe, profiles
+from postroom.api.routes import diagnose, messages, oauth, presets, probe, profiles
 from postroom.runtime import Runtime
+from postroom.web import oauth as oauth_pages
 
 log = logging.getLogger("postroom.api")
 
@@ -52,4 +53,6 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
     app.include_router(diagnose.router)
     app.include_router(presets.router)
     app.include_router(probe.router)
+    app.include_router(oauth.router)
+    app.include_router(oauth_pages.router)
     return app

@@ -5,7 +5,16 @@ from __future__ import annotations
 import typer
 
 from postroom import __version__
-from postroom.cli import diagnose, messages, presets, probe, profile, server, tokens
+from postroom.cli import (
+    diagnose,
+    messages,
+    presets,
+    probe,
+    profile,
+    profile_auth,
+    server,
+    tokens,
+)
 
 app = typer.Typer(
     help="Postroom: hand business email to your own SMTP provider and record every reply.",
@@ -21,6 +30,9 @@ app.command("diagnose")(diagnose.diagnose)
 app.command("presets")(presets.presets)
 app.command("probe")(probe.probe)
 app.add_typer(profile.app, name="profile")
+profile.app.add_typer(profile_auth.oauth_app, name="oauth")
+profile.app.command("kerberos")(profile_auth.kerberos)
+profile.app.command("client-certificate")(profile_auth.client_certificate)
 app.add_typer(messages.app, name="message")
 app.add_typer(tokens.app, name="token")
 app.add_typer(tokens.key_app, name="key")

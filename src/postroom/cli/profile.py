@@ -18,12 +18,12 @@ from postroom.cli.common import (
 )
 from postroom.diagnosis.testmail import TestEmailResult, send_test_email
 from postroom.domain import profiles
-from postroom.domain.connection import connection_settings
 from postroom.domain.db import transaction
 from postroom.domain.models import AuthMechanism, Security
 from postroom.domain.presets import find_preset
 from postroom.domain.validation import check_address, parse_mailbox
 from postroom.errors import InvalidInputError
+from postroom.oauth.tokens import profile_connection_settings
 
 app = typer.Typer(
     help="Create, change, list and test email profiles.", no_args_is_help=True
@@ -368,7 +368,9 @@ def test(
                     f"`postroom profile update {name} --from ADDRESS`",
                     field="from_address",
                 )
-            settings = connection_settings(profile, opened.secrets)
+            settings = profile_connection_settings(
+                profile, opened.sessions, opened.secrets
+            )
             sender = profile.from_address
         result = asyncio.run(send_test_email(name, settings, sender, recipient))
     if as_json:

@@ -19,6 +19,8 @@ Placeholders in ``cause`` and ``fix``: {host} {port} {security} {mechanism}
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from postroom.diagnosis.entry import (
     Context,
     Entry,
@@ -213,9 +215,10 @@ _TLS = (
         id="tls-handshake-failed",
         kinds=kinds(ErrorKind.TLS),
         cause="The TLS handshake with {host} failed: {error}.",
-        fix="Check that security matches the port (STARTTLS on 587, TLS on 465); if "
+        fix="Check that security matches the port (STARTTLS on 587, TLS on 465). If "
         "it does, the server may only offer old TLS versions, which the provider "
-        "must update.",
+        "must update, or the relay may require a TLS client certificate: ask its "
+        "administrator.",
         transient=False,
         setting="security",
     ),
@@ -425,6 +428,9 @@ _AUTH = (
         id="gmail-bad-credentials",
         reply_codes=codes(535),
         text=pattern(r"Username and Password not accepted|BadCredentials"),
+        # Google sends the same reply to a rejected OAuth token, for which
+        # an app password is the wrong advice.
+        when=lambda context: context.mechanism != "XOAUTH2",
         cause='Google rejected the login and password: "{reply}". Google accepts '
         "only app passwords or OAuth for SMTP, not the account password.",
         fix="Set password to an app password created in the Google account "
@@ -497,6 +503,9 @@ _AUTH = (
         reply_codes=codes(535),
         enhanced=enhanced("5.7.3"),
         text=pattern(r"Authentication unsuccessful"),
+        # On-premises Exchange sends the same reply to a failed NTLM or
+        # Kerberos login, where this fix (mailbox address, XOAUTH2) is wrong.
+        when=lambda context: context.mechanism not in ("NTLM", "Kerberos"),
         cause="Microsoft 365 or Exchange rejected the login: "
         '"{reply}". Either the password is wrong or the mailbox may not use '
         "SMTP AUTH.",
@@ -967,3 +976,313 @@ FALLBACK = Entry(
     transient=True,
     setting="provider",
 )
+
+
+# Enterprise and OAuth authentication: NTLM, Kerberos (SASL GSSAPI), XOAUTH2
+# and TLS client certificates. Most of these failures happen on the client
+# side (at the KDC or the OAuth token endpoint) before the SMTP server
+# replies, so they match the Kerberos library's or the provider's own words.
+
+
+def _mechanism_is(label: str) -> Callable[[Context], bool]:
+    return lambda context: context.mechanism == label
+
+
+def _oauth_error_in(*errors: str) -> Callable[[Context], bool]:
+    return lambda context: context.fact("oauth_error") in errors
+
+
+_NTLM = (
+    Entry(
+        id="ntlm-domain-mismatch",
+        steps=steps(Step.AUTH),
+        reply_codes=codes(535),
+        when=lambda context: (
+            context.mechanism == "NTLM" and bool(context.fact("ntlm_domain_mismatch"))
+        ),
+        cause='The server rejected the login: "{reply}". The login names the NTLM '
+        "domain {ntlm_login_domain}, but the server belongs to the domain "
+        "{ntlm_server_domain}.",
+        fix="Set the login to {ntlm_server_domain}\\{ntlm_user} (the DOMAIN\\user "
+        "form) or to the account's user principal name (user@domain), and check "
+        "the password.",
+        transient=False,
+        setting="login",
+    ),
+)
+
+_KERBEROS = (
+    Entry(
+        id="kerberos-not-installed",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.UNSUPPORTED),
+        text=pattern(r"python-gssapi"),
+        cause="Kerberos needs the python-gssapi package, and this installation of "
+        "Postroom does not have it.",
+        fix="Install Postroom with Kerberos support: pip install 'postroom[kerberos]' "
+        "(it compiles against libkrb5, so install libkrb5-dev and a C compiler "
+        "first), then restart Postroom.",
+        transient=False,
+        setting="installation",
+    ),
+    Entry(
+        id="kerberos-password-rejected",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(
+            r"Preauthentication failed|Password incorrect|Decrypt integrity check"
+        ),
+        cause="The Kerberos KDC rejected the password of {principal} "
+        "({kerberos_error}).",
+        fix="Check the password: it is the account's domain (Kerberos) password. If "
+        "it was changed recently, save the new one in the profile.",
+        transient=False,
+        setting="password",
+    ),
+    Entry(
+        id="kerberos-principal-unknown",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(r"Client .* not found in Kerberos database"),
+        cause="The KDC does not know the principal {principal} ({kerberos_error}).",
+        fix="Set the login to the account's Kerberos principal, user@REALM with the "
+        "realm in capitals (for example alice@EXAMPLE.COM). A login without a realm "
+        "takes the default realm of the Kerberos configuration.",
+        transient=False,
+        setting="login",
+    ),
+    Entry(
+        id="kerberos-kdc-unreachable",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(r"Cannot contact any KDC"),
+        cause="No KDC of the realm answered ({kerberos_error}).",
+        fix="Check the kdc entries of the realm in the Kerberos configuration "
+        "(kerberos_config, else /etc/krb5.conf) and that this machine reaches the "
+        "KDC on port 88. Postroom retries in the meantime.",
+        transient=True,
+        setting="kerberos_config",
+    ),
+    Entry(
+        id="kerberos-realm-unknown",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(r"Cannot find KDC for realm|Cannot resolve network address"),
+        cause="The Kerberos configuration names no KDC for the realm of {principal} "
+        "({kerberos_error}).",
+        fix="Add the realm and its KDCs to the Kerberos configuration and set "
+        "kerberos_config to it, or correct the realm in the login.",
+        transient=False,
+        setting="kerberos_config",
+    ),
+    Entry(
+        id="kerberos-clock-skew",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(r"Clock skew too great"),
+        cause="This machine's clock differs from the KDC's by more than Kerberos "
+        "allows (5 minutes unless the realm sets otherwise), so the KDC refuses "
+        "the request ({kerberos_error}).",
+        fix="Synchronize this machine's clock with the domain's time source (NTP), "
+        "then send again.",
+        transient=False,
+        setting="clock",
+    ),
+    Entry(
+        id="kerberos-service-principal-unknown",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(r"Server .* not found in Kerberos database"),
+        cause="The KDC has no service principal {service_principal}, so it cannot "
+        "issue a ticket for the SMTP server ({kerberos_error}).",
+        fix="Set kerberos_service_principal to the principal registered for the "
+        "SMTP server (ask its administrator), or set the outbound server to the "
+        "host name that principal names instead of an address or an alias.",
+        transient=False,
+        setting="kerberos_service_principal",
+    ),
+    Entry(
+        id="kerberos-keytab-unusable",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        text=pattern(r"Key table|key table entry|keytab"),
+        cause="The keytab cannot give a key for {principal} ({kerberos_error}).",
+        fix="Set kerberos_keytab to a keytab that holds {principal} (check with "
+        "`klist -k FILE`) and that the Postroom process can read.",
+        transient=False,
+        setting="kerberos_keytab",
+    ),
+    Entry(
+        id="kerberos-ticket-rejected",
+        steps=steps(Step.AUTH),
+        reply_class=5,
+        when=_mechanism_is("Kerberos"),
+        cause="The SMTP server did not accept the Kerberos ticket for "
+        '{service_principal}: "{reply}".',
+        fix="Check that kerberos_service_principal is the principal in the server's "
+        "keytab (with its current key version), that the server's clock is in "
+        "sync, and that {principal} may send through this server.",
+        transient=False,
+        setting="kerberos_service_principal",
+    ),
+)
+
+_RECONNECT = (
+    "Reconnect the account: run `postroom profile oauth connect <profile>` and sign "
+    "in as {login}, or paste a new refresh token with `postroom profile oauth "
+    "set-refresh-token <profile>`."
+)
+
+_XOAUTH2 = (
+    Entry(
+        id="oauth-refresh-token-rejected",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        when=_oauth_error_in("invalid_grant"),
+        cause="The OAuth provider refused to refresh the access token "
+        "({oauth_error}: {oauth_error_description}). The refresh token has expired "
+        "or was revoked: consent withdrawn, password changed, or sessions revoked "
+        "by an administrator.",
+        fix=_RECONNECT,
+        transient=False,
+        setting="oauth_refresh_token",
+    ),
+    Entry(
+        id="oauth-client-rejected",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        when=_oauth_error_in("invalid_client", "unauthorized_client"),
+        cause="The OAuth provider rejected the client ({oauth_error}: "
+        "{oauth_error_description}): the client secret is wrong or has expired, or "
+        "the client id is wrong.",
+        fix="Set oauth_client_secret to a current secret of the app registration "
+        "(secrets expire) and check oauth_client_id. " + _RECONNECT,
+        transient=False,
+        setting="oauth_client_secret",
+    ),
+    Entry(
+        id="oauth-scope-rejected",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        when=_oauth_error_in("invalid_scope"),
+        cause="The OAuth provider rejected the scope ({oauth_error}: "
+        "{oauth_error_description}).",
+        fix="Set oauth_scope to the provider's SMTP scope "
+        "(https://outlook.office.com/SMTP.Send offline_access for Microsoft 365, "
+        "https://mail.google.com/ for Google). " + _RECONNECT,
+        transient=False,
+        setting="oauth_scope",
+    ),
+    Entry(
+        id="oauth-not-connected",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        when=_oauth_error_in("not_connected", "not_configured"),
+        cause="{error}.",
+        fix="Set the OAuth client (oauth_provider, oauth_client_id and, for "
+        "confidential clients, oauth_client_secret), then connect the account: "
+        "`postroom profile oauth connect <profile>`.",
+        transient=False,
+        setting="oauth_refresh_token",
+    ),
+    Entry(
+        id="oauth-token-endpoint-unavailable",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        when=lambda context: bool(context.fact("oauth_transient")),
+        cause="The OAuth token endpoint could not issue an access token for now: "
+        "{error}.",
+        fix="Postroom retries later. If it persists, check oauth_token_endpoint and "
+        "that this machine reaches it.",
+        transient=True,
+        setting="oauth_token_endpoint",
+    ),
+    Entry(
+        id="oauth-refresh-failed",
+        steps=steps(Step.AUTH),
+        kinds=kinds(ErrorKind.AUTH_CLIENT),
+        when=lambda context: (
+            context.mechanism == "XOAUTH2" and context.fact("oauth_error") is not None
+        ),
+        cause="Getting an OAuth access token failed: {error}.",
+        fix=_RECONNECT,
+        transient=False,
+        setting="oauth_refresh_token",
+    ),
+    Entry(
+        id="xoauth2-token-rejected",
+        steps=steps(Step.AUTH),
+        reply_class=5,
+        when=_mechanism_is("XOAUTH2"),
+        cause='The server rejected the OAuth access token for {login}: "{reply}".',
+        fix="Check that the login is the mailbox the account signed in as, that the "
+        "scope grants SMTP (https://outlook.office.com/SMTP.Send for Microsoft 365, "
+        "https://mail.google.com/ for Google), and that SMTP AUTH is enabled for "
+        "the mailbox.",
+        transient=False,
+        setting="oauth_scope",
+    ),
+)
+
+# OpenSSL's names of the TLS alerts a server sends when it wants a client
+# certificate or does not accept the one it got.
+_CLIENT_CERTIFICATE_ALERT = pattern(
+    r"certificate.required|bad.certificate|unknown.ca|certificate.unknown|"
+    r"certificate.expired|certificate.revoked"
+)
+
+
+def _client_certificate_refused(context: Context) -> bool:
+    """Tell whether the server ended TLS the way relays refuse a client certificate.
+
+    A bare "handshake failure" alert does not count: servers send it for
+    other reasons too (no shared cipher), and tls-handshake-failed names
+    the client certificate among its possible causes.
+
+    Some send a TLS alert. Others, asyncio-based servers among them, close
+    the connection right after the handshake without an alert, which the
+    client sees as a disconnection before the first reply over TLS.
+    """
+    failure = context.failure
+    if failure.kind == ErrorKind.TLS:
+        return bool(_CLIENT_CERTIFICATE_ALERT.search(context.text))
+    if failure.kind != ErrorKind.DISCONNECTED:
+        return False
+    if failure.step == Step.GREETING:
+        return context.security == "tls"
+    return failure.step == Step.EHLO and bool(context.fact("after_starttls"))
+
+
+_CLIENT_CERTIFICATE = (
+    Entry(
+        id="client-certificate-required",
+        when=lambda context: (
+            _client_certificate_refused(context)
+            and not context.fact("client_certificate")
+        ),
+        cause="The server ended the TLS session during the handshake or right "
+        "after it, before any reply ({error}), and the profile presents no TLS "
+        "client certificate. Relays that authenticate senders by certificate "
+        "do this when none is presented.",
+        fix="Set the profile's client certificate and key (the ones the relay's "
+        "administrator issued for this sender).",
+        transient=False,
+        setting="client_certificate",
+    ),
+    Entry(
+        id="client-certificate-rejected",
+        when=lambda context: (
+            _client_certificate_refused(context)
+            and bool(context.fact("client_certificate"))
+        ),
+        cause="The server ended the TLS session during the handshake or right "
+        "after it, before any reply ({error}): it does not accept the profile's "
+        "client certificate.",
+        fix="Ask the relay's administrator which CA it trusts for client "
+        "certificates, and set a certificate from that CA that has not expired.",
+        transient=False,
+        setting="client_certificate",
+    ),
+)
+
+CATALOGUE = CATALOGUE + _NTLM + _KERBEROS + _XOAUTH2 + _CLIENT_CERTIFICATE

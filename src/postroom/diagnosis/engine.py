@@ -63,6 +63,11 @@ def _values(context: Context) -> _Values:
         size=str(context.fact("size", "")),
         size_limit=str(context.fact("size_limit", "")),
     )
+    # Facts a mechanism adds (the NTLM domain, the Kerberos principal, the
+    # OAuth error) fill placeholders of the same name.
+    for key, value in context.failure.details.items():
+        if key not in values and isinstance(value, str | int):
+            values[key] = str(value)
     return values
 
 

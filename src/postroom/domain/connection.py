@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from postroom.crypto import SecretBox
-from postroom.domain.models import Profile
+from postroom.domain.models import AuthMechanism, Profile
 from postroom.errors import InvalidInputError
 from postroom.smtp.settings import ConnectionSettings
 
@@ -19,6 +21,15 @@ def connection_settings(profile: Profile, box: SecretBox) -> ConnectionSettings:
         if profile.password_encrypted is not None
         else None
     )
+    options: dict[str, Any] = {}
+    if profile.mechanism == AuthMechanism.KERBEROS:
+        options = {
+            "service_principal": profile.kerberos_service_principal,
+            "keytab": profile.kerberos_keytab,
+            "config": profile.kerberos_config,
+        }
+    certificate = _decrypt(box, profile.client_certificate_encrypted)
+    key = _decrypt(box, profile.client_key_encrypted)
     return ConnectionSettings(
         host=profile.host,
         port=profile.port,
@@ -30,4 +41,11 @@ def connection_settings(profile: Profile, box: SecretBox) -> ConnectionSettings:
         ca_bundle=profile.ca_bundle,
         connect_timeout=profile.connect_timeout,
         command_timeout=profile.command_timeout,
+        mechanism_options=options,
+        client_certificate=certificate,
+        client_key=key,
     )
+
+
+def _decrypt(box: SecretBox, value: bytes | None) -> str | None:
+    return box.decrypt(value) if value is not None else None

@@ -106,6 +106,23 @@ class Profile(Base):
     connect_timeout: Mapped[float] = mapped_column(Float, default=30.0)
     command_timeout: Mapped[float] = mapped_column(Float, default=60.0)
 
+    # Kerberos (SASL GSSAPI): the server's principal when it is not
+    # smtp/<host>, a keytab used instead of the password, and a krb5.conf.
+    kerberos_service_principal: Mapped[str | None] = mapped_column(String(500))
+    kerberos_keytab: Mapped[str | None] = mapped_column(String(1000))
+    kerberos_config: Mapped[str | None] = mapped_column(String(1000))
+    # OAuth 2.0 for XOAUTH2. The refresh and access tokens are runtime state
+    # and live in oauth_grants, so a token refresh does not touch this row.
+    oauth_provider: Mapped[str | None] = mapped_column(String(32))
+    oauth_client_id_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    oauth_client_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    oauth_token_endpoint_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    oauth_authorization_endpoint: Mapped[str | None] = mapped_column(String(1000))
+    oauth_scope_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # A TLS client certificate chain and its private key, both PEM, encrypted.
+    client_certificate_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    client_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from postroom.crypto import SecretBox
+from postroom.domain import profile_auth
 from postroom.domain.models import (
     PENDING_STATUSES,
     AuthMechanism,
@@ -19,6 +20,7 @@ from postroom.domain.models import (
     Profile,
     Security,
 )
+from postroom.domain.oauth_providers import OAuthProvider
 from postroom.domain.presets import find_preset
 from postroom.domain.validation import check_host, check_single_line, parse_mailbox
 from postroom.errors import ConflictError, InvalidInputError, NotFoundError
@@ -81,6 +83,20 @@ class ProfileInput(BaseModel):
     # A provider preset (see postroom.domain.presets) that fills host, port,
     # security and mechanism; fields given explicitly override it.
     preset: str | None = None
+    # Kerberos, XOAUTH2 and client certificates; see postroom.domain.profile_auth.
+    kerberos_service_principal: str | None = None
+    kerberos_keytab: str | None = None
+    kerberos_config: str | None = None
+    oauth_provider: OAuthProvider | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: SecretStr | None = None
+    oauth_token_endpoint: str | None = None
+    oauth_authorization_endpoint: str | None = None
+    oauth_scope: str | None = None
+    oauth_refresh_token: SecretStr | None = None
+    client_certificate: str | None = None
+    client_key: SecretStr | None = None
+    clear_client_certificate: bool = False
 
 
 class ProfileView(BaseModel):
@@ -105,17 +121,30 @@ class ProfileView(BaseModel):
     ca_bundle: str | None
     connect_timeout: float
     command_timeout: float
+    kerberos_service_principal: str | None = None
+    kerberos_keytab: str | None = None
+    kerberos_config: str | None = None
+    has_client_certificate: bool = False
+    oauth: profile_auth.OAuthStatus | None = None
+    # Problems that will stop mail unless an operator acts, such as an OAuth
+    # refresh token about to expire.
+    warnings: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, profile: Profile) -> ProfileView:
+        computed = {"has_password", *profile_auth.VIEW_FIELDS}
         values = {
             name: getattr(profile, name)
             for name in cls.model_fields
-            if name != "has_password"
+            if name not in computed
         }
-        return cls(has_password=profile.password_encrypted is not None, **values)
+        return cls(
+            has_password=profile.password_encrypted is not None,
+            **values,
+            **profile_auth.view_values(profile),
+        )
 
 
 def _blank_to_none(value: str | None) -> str | None:
@@ -313,6 +342,7 @@ def create_profile(session: Session, box: SecretBox, data: ProfileInput) -> Prof
         _defaults() | _preset_values(data) | _given(data), is_system=False
     )
     password = _new_password(data)
+    auth = profile_auth.prepare(data, state, None, box)
     _ensure_name_free(session, state["name"])
 
     profile = Profile(**state, is_system=False)
@@ -320,6 +350,7 @@ def create_profile(session: Session, box: SecretBox, data: ProfileInput) -> Prof
         profile.password_encrypted = box.encrypt(password)
     session.add(profile)
     session.flush()
+    profile_auth.apply(session, box, profile, auth)
     release_held_messages(session, profile)
     return profile
 
@@ -338,6 +369,7 @@ def update_profile(
         raise InvalidInputError(
             "cannot be combined with a new password", field="clear_password"
         )
+    auth = profile_auth.prepare(data, state, profile, box)
 
     new_name = state["name"]
     if new_name != profile.name:
@@ -363,6 +395,7 @@ def update_profile(
         profile.password_encrypted = box.encrypt(password)
     elif data.clear_password:
         profile.password_encrypted = None
+    profile_auth.apply(session, box, profile, auth)
     session.flush()
     release_held_messages(session, profile)
     return profile

@@ -15,8 +15,8 @@ from postroom.clock import utcnow
 from postroom.crypto import SecretKeyError
 from postroom.diagnosis.engine import Diagnosis, explain
 from postroom.diagnosis.followup import gather_facts
-from postroom.domain.connection import connection_settings
 from postroom.domain.models import MessageStatus, Profile
+from postroom.oauth.tokens import profile_connection_settings
 from postroom.outbox import store
 from postroom.outbox.delivery import SessionFactory, deliver_batch
 from postroom.outbox.outcome import AttemptReport, decide
@@ -25,6 +25,7 @@ from postroom.outbox.store import ClaimedMessage, Outcome
 from postroom.outbox.wakeup import subscribe
 from postroom.runtime import Runtime
 from postroom.smtp.errors import SmtpFailure
+from postroom.smtp.mechanisms.xoauth2 import AccessTokenError
 from postroom.smtp.session import SmtpSession
 from postroom.smtp.settings import ConnectionSettings
 
@@ -117,7 +118,9 @@ class Worker:
         self, profile: Profile, messages: list[ClaimedMessage]
     ) -> list[Outcome]:
         try:
-            settings = connection_settings(profile, self.runtime.secrets)
+            settings = profile_connection_settings(
+                profile, self.runtime.sessions, self.runtime.secrets
+            )
         except SecretKeyError as exc:
             # Every message of the profile would fail the same way; hold them
             # until the key is fixed instead of failing them.
@@ -132,6 +135,8 @@ class Worker:
                 f"the password of profile {profile.name!r} cannot be decrypted: {exc}",
             )
             return []
+        if await self._hold_without_oauth_token(profile, settings, messages):
+            return []
         reports = await deliver_batch(settings, messages, self.session_factory)
         now = utcnow()
         run_diagnosis = await _diagnoser(settings, reports)
@@ -141,6 +146,37 @@ class Worker:
             self._log(profile.name, report, outcome)
             outcomes.append(outcome)
         return outcomes
+
+    async def _hold_without_oauth_token(
+        self,
+        profile: Profile,
+        settings: ConnectionSettings,
+        messages: list[ClaimedMessage],
+    ) -> bool:
+        """Hold the messages when the profile's OAuth grant cannot give a token.
+
+        A revoked or expired refresh token needs an operator to reconnect
+        the account. Failing the messages would lose them, so they wait and
+        are released when the profile is reconnected. A transient failure
+        (the token endpoint is down) goes on to a normal, retried attempt.
+        """
+        source = settings.mechanism_options.get("token_source")
+        if source is None:
+            return False
+        try:
+            await source.access_token()
+        except AccessTokenError as exc:
+            if exc.transient:
+                return False
+            await asyncio.to_thread(
+                store.hold,
+                self.runtime.sessions,
+                [message.id for message in messages],
+                f"the OAuth token of profile {profile.name!r} cannot be refreshed "
+                f"({exc.error}); reconnect the account",
+            )
+            return True
+        return False
 
     def _log(self, profile: str, report: AttemptReport, outcome: Outcome) -> None:
         level = _LOG_LEVELS.get(outcome.status, logging.ERROR)

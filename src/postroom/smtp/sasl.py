@@ -13,6 +13,7 @@ import aiosmtplib
 from aiosmtplib.auth import auth_crammd5_verify, auth_login_encode, auth_plain_encode
 
 from postroom.smtp.errors import ErrorKind, SmtpFailure, Step
+from postroom.smtp.mechanisms import kerberos, ntlm, xoauth2
 from postroom.smtp.replies import Reply
 from postroom.smtp.settings import ConnectionSettings
 
@@ -77,27 +78,12 @@ async def _cram_md5(
     return _expect(await client.execute_command(answer), 235)
 
 
-def _not_yet_supported(label: str) -> Authenticator:
-    async def fail(
-        _client: aiosmtplib.SMTP, _settings: ConnectionSettings, _name: str
-    ) -> Reply:
-        raise SmtpFailure(
-            step=Step.AUTH,
-            kind=ErrorKind.UNSUPPORTED,
-            error=f"the {label} auth mechanism is not supported by this version "
-            "of Postroom",
-            details={"mechanism": label},
-        )
-
-    return fail
-
-
 MECHANISMS: dict[str, Mechanism] = {
     "UserPassword": Mechanism("UserPassword", ("PLAIN", "LOGIN"), _user_password),
     "CRAM-MD5": Mechanism("CRAM-MD5", ("CRAM-MD5",), _cram_md5),
-    "NTLM": Mechanism("NTLM", ("NTLM",), _not_yet_supported("NTLM")),
-    "Kerberos": Mechanism("Kerberos", ("GSSAPI",), _not_yet_supported("Kerberos")),
-    "XOAUTH2": Mechanism("XOAUTH2", ("XOAUTH2",), _not_yet_supported("XOAUTH2")),
+    "NTLM": Mechanism("NTLM", ("NTLM",), ntlm.authenticate),
+    "Kerberos": Mechanism("Kerberos", ("GSSAPI",), kerberos.authenticate),
+    "XOAUTH2": Mechanism("XOAUTH2", ("XOAUTH2",), xoauth2.authenticate),
 }
 
 

@@ -12,7 +12,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,7 +24,7 @@ from postroom.smtp import sasl
 from postroom.smtp.errors import ErrorKind, SmtpFailure, Step
 from postroom.smtp.replies import Reply
 from postroom.smtp.settings import ConnectionSettings, address_literal, machine_fqdn
-from postroom.smtp.tls import client_context
+from postroom.smtp.tls import client_context, client_context_with_identity
 from postroom.smtp.transcript import Transcript, mask_secrets, secret_forms
 
 # RFC 5321, 4.5.2: a line that starts with a period gets a second one.
@@ -46,6 +46,8 @@ class _RecordingSMTP(aiosmtplib.SMTP):
     """aiosmtplib's client with every command and reply copied to a transcript."""
 
     transcript: Transcript | None = None
+    # Called with secrets that appear only during AUTH (an access token).
+    on_secret: Callable[[str], None] | None = None
 
     async def execute_command(
         self,
@@ -167,12 +169,22 @@ class SmtpSession:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             failure = classify(step, exc)
+            if failure.kind in (
+                ErrorKind.TLS,
+                ErrorKind.CERTIFICATE,
+                ErrorKind.DISCONNECTED,
+            ):
+                failure.details.setdefault(
+                    "client_certificate", bool(self.settings.client_certificate)
+                )
             if failure.reply_text:
                 failure.reply_text = mask_secrets(failure.reply_text, self._secrets)
             if failure.error:
                 # aiosmtplib is handed a connected socket, so its own messages
                 # cannot know the port; fill it in.
-                error = failure.error.replace("on port None", f"on port {self.settings.port}")
+                error = failure.error.replace(
+                    "on port None", f"on port {self.settings.port}"
+                )
                 failure.error = mask_secrets(error, self._secrets)
             if self.transcript is not None:
                 if failure.reply_code is None:
@@ -185,6 +197,22 @@ class SmtpSession:
         finally:
             elapsed = (time.perf_counter() - started) * 1000
             self.timings[step.value] = self.timings.get(step.value, 0.0) + elapsed
+
+    def _add_secret(self, secret: str) -> None:
+        self._secrets.extend(secret_forms(secret))
+        if self.transcript is not None:
+            self.transcript.add_secret(secret)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        settings = self.settings
+        if settings.security == "none":
+            return None
+        if settings.client_certificate and settings.client_key:
+            with self._step(Step.CONNECT):
+                return client_context_with_identity(
+                    settings.ca_bundle, settings.client_certificate, settings.client_key
+                )
+        return client_context(settings.ca_bundle)
 
     def _reply(self, code: int, text: str) -> Reply:
         return Reply(code, mask_secrets(text, self._secrets) if self._secrets else text)
@@ -221,12 +249,10 @@ class SmtpSession:
     async def open(self) -> None:
         """Connect and walk the dialogue up to an authenticated session."""
         settings = self.settings
+        tls_context = self._tls_context()
         sock = await self._connect()
 
         use_tls = settings.security == "tls"
-        tls_context = (
-            client_context(settings.ca_bundle) if settings.security != "none" else None
-        )
         client = _RecordingSMTP(
             hostname=settings.host,
             sock=sock,
@@ -237,6 +263,7 @@ class SmtpSession:
             local_hostname=self._ehlo_name(sock),
         )
         client.transcript = self.transcript
+        client.on_secret = self._add_secret
         if use_tls and self.transcript is not None:
             self.transcript.event("TLS handshake (implicit TLS)")
 
@@ -263,7 +290,11 @@ class SmtpSession:
         await self._ehlo()
         if settings.security == "starttls":
             await self._starttls()
-            await self._ehlo()
+            try:
+                await self._ehlo()
+            except SmtpFailure as failure:
+                failure.details["after_starttls"] = True
+                raise
         if settings.login:
             with self._step(Step.AUTH):
                 await sasl.authenticate(client, settings)

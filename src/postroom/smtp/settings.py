@@ -25,11 +25,16 @@ class ConnectionSettings:
     command_timeout: float = 60.0
     # Settings that only one SASL mechanism uses (a keytab, a token source).
     mechanism_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # A TLS client certificate chain and its private key, both PEM text.
+    client_certificate: str | None = field(default=None, repr=False)
+    client_key: str | None = field(default=None, repr=False)
 
     @property
     def secrets(self) -> list[str]:
         """Every secret value a transcript or log must never show."""
         values = [self.password] if self.password else []
+        if self.client_key:
+            values.append(self.client_key)
         for key, value in self.mechanism_options.items():
             if key.startswith("secret_") and isinstance(value, str) and value:
                 values.append(value)

@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict
 from postroom.api.deps import RuntimeDep, TokenDep
 from postroom.diagnosis.testmail import send_test_email
 from postroom.domain import profiles
-from postroom.domain.connection import connection_settings
 from postroom.domain.db import transaction
 from postroom.domain.validation import check_address, parse_mailbox
 from postroom.errors import InvalidInputError
+from postroom.oauth.tokens import profile_connection_settings
 from postroom.smtp.settings import ConnectionSettings
 
 router = APIRouter(prefix="/api/profiles", tags=["profiles"])
@@ -86,7 +86,10 @@ async def test_profile(
                     f"profile {name!r} has no From address; set from_address first",
                     field="from_address",
                 )
-            return connection_settings(profile, runtime.secrets), profile.from_address
+            settings = profile_connection_settings(
+                profile, runtime.sessions, runtime.secrets
+            )
+            return settings, profile.from_address
 
     settings, sender = await asyncio.to_thread(load)
     result = await send_test_email(name, settings, sender, recipient)
