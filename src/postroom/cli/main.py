@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from postroom import __version__
-from postroom.cli import messages, profile, server, tokens
+from postroom.cli import jobs, messages, profile, reports, server, tokens
 
 app = typer.Typer(
     help="Postroom: hand business email to your own SMTP provider and record every reply.",
@@ -16,11 +16,14 @@ app = typer.Typer(
 app.command("serve")(server.serve)
 app.command("worker")(server.worker)
 app.command("sink")(server.sink)
+app.command("scheduler")(jobs.scheduler)
 app.command("send")(messages.send)
 app.add_typer(profile.app, name="profile")
 app.add_typer(messages.app, name="message")
 app.add_typer(tokens.app, name="token")
 app.add_typer(tokens.key_app, name="key")
+app.add_typer(jobs.app, name="job")
+app.add_typer(reports.app, name="report")
 
 
 @app.command("version")

@@ -198,6 +198,18 @@ def schedule_history(
     check_outcome_filter(outcome)
     if until <= since:
         raise InvalidInputError("must be later than since", field="until")
+    return _history(session, since, until, job=job, client=client, outcome=outcome)
+
+
+def _history(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    *,
+    job: str | None,
+    client: str | None,
+    outcome: str | None,
+) -> Iterator[dict[str, Any]]:
     at = func.coalesce(JobRun.started_at, JobRun.scheduled_for)
     query = select(JobRun).where(at >= since, at < until).order_by(JobRun.id)
     if job is not None:

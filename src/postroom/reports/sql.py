@@ -80,14 +80,12 @@ def check_query(query: str, field: str = "report.query") -> str:
     return text
 
 
-def describe_data_source(url: str) -> str:
-    """Return the URL's dialect and location, without the password."""
+def data_source_dialect(url: str) -> str:
+    """Return the database kind of a data source URL, such as 'postgresql'."""
     try:
-        return str(
-            make_url(normalize_database_url(url)).render_as_string(hide_password=True)
-        )
+        return str(make_url(normalize_database_url(url)).get_backend_name())
     except ArgumentError:
-        return "an invalid URL"
+        return "invalid URL"
 
 
 def check_data_source(name: str, sources: dict[str, str], field: str) -> str:

@@ -202,6 +202,7 @@ def last_runs(session: Session, jobs: Sequence[Job]) -> dict[int, JobRun]:
 def occurrence_view(occurrence: Occurrence) -> dict[str, Any]:
     return {
         "local": occurrence.local.isoformat(),
+        "abbreviation": occurrence.local.tzname(),
         "utc": occurrence.utc,
         "note": occurrence.note,
     }
