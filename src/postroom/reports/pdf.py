@@ -37,8 +37,10 @@ _MIN_COLUMN = 30.0
 _MAX_COLUMN = 320.0
 _ELLIPSIS = "\x85"  # "…" in Windows-1252
 
-_REGULAR = CORE_FONTS_CHARWIDTHS["helvetica"]
-_BOLD = CORE_FONTS_CHARWIDTHS["helveticaB"]
+# Glyph widths in 1/1000 em, indexed by Windows-1252 byte.
+_REGULAR = [CORE_FONTS_CHARWIDTHS["helvetica"][chr(byte)] for byte in range(256)]
+_BOLD = [CORE_FONTS_CHARWIDTHS["helveticaB"][chr(byte)] for byte in range(256)]
+_WIDEST = max(*_REGULAR, *_BOLD)
 
 # Objects 1 to 5 have fixed numbers; pages follow, two objects each (the
 # content stream, then the page), so page k's numbers are known in advance.
@@ -54,8 +56,8 @@ def _encode(text: str) -> bytes:
     return text.encode("cp1252", errors="replace")
 
 
-def _width(data: bytes, widths: dict[str, int], size: float) -> float:
-    return sum(widths[chr(byte)] for byte in data) * size / 1000
+def _width(data: bytes, widths: list[int], size: float) -> float:
+    return sum(map(widths.__getitem__, data)) * size / 1000
 
 
 def _literal(data: bytes) -> bytes:
@@ -65,16 +67,19 @@ def _literal(data: bytes) -> bytes:
     return b"(" + escaped + b")"
 
 
-def _fit(text: str, width: float, widths: dict[str, int]) -> bytes:
+def _fit(text: str, width: float, widths: list[int]) -> bytes:
     """Encode ``text`` cut with an ellipsis to fit ``width`` points."""
     data = _encode(text.replace("\r", " ").replace("\n", " "))
+    # Most cells are short: no need to add up their glyphs.
+    if len(data) * _WIDEST * FONT_SIZE / 1000 <= width:
+        return data
     if _width(data, widths, FONT_SIZE) <= width:
         return data
     ellipsis = _encode(_ELLIPSIS)
     room = width - _width(ellipsis, widths, FONT_SIZE)
     used = 0.0
     for index, byte in enumerate(data):
-        used += widths[chr(byte)] * FONT_SIZE / 1000
+        used += widths[byte] * FONT_SIZE / 1000
         if used > room:
             return data[:index] + ellipsis
     return data

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -350,7 +350,7 @@ def _apply(job: Job, state: dict[str, Any]) -> None:
 def _next_run(job: Job, schedule: Schedule, now: datetime) -> datetime | None:
     if not job.is_active:
         return None
-    occurrence = schedule.next_after(now - timedelta(microseconds=1))
+    occurrence = schedule.next_after(now)
     return occurrence.utc if occurrence is not None else None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -87,7 +88,7 @@ def create(
     with transaction(runtime.sessions) as session:
         job = create_job(session, runtime.settings, data, now)
         view = job_views(session, [job], now)[0]
-    response.headers["Location"] = f"/api/jobs/{view['name']}"
+    response.headers["Location"] = f"/api/jobs/{quote(view['name'], safe='')}"
     return view
 
 
@@ -139,7 +140,9 @@ def run_now(
         lease=lease_seconds(runtime.settings),
     )
     background.add_task(Runner(runtime).execute, claimed)
-    response.headers["Location"] = f"/api/jobs/{name}/runs/{claimed.run_pk}"
+    response.headers["Location"] = (
+        f"/api/jobs/{quote(name, safe='')}/runs/{claimed.run_pk}"
+    )
     with transaction(runtime.sessions) as session:
         return run_views(session, [get_run(session, claimed.run_pk)])[0]
 
