@@ -1,5 +1,5 @@
 """SQL reports against real SQLite and PostgreSQL data sources: read-only,
-row limit, time limit, and errors that say what to change."""
+row limit, time limit, and errors that name what to change."""
 
 from __future__ import annotations
 

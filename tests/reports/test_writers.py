@@ -194,6 +194,7 @@ def peak_bytes(url: str, fmt: ReportFormat, output: Path) -> tuple[int, int]:
     return peak, report.size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", list(ReportFormat))
 def test_memory_does_not_grow_with_rows(fmt: ReportFormat, tmp_path: Path) -> None:
     small_url = make_orders(tmp_path / "small.db", 10_000)

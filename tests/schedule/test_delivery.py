@@ -76,7 +76,7 @@ def test_job_a_minute_ahead_delivers_attachments(
     results = scheduler.run_due()
     assert sorted(result.outcome for result in results) == ["succeeded"] * 3
 
-    # Queued, not yet delivered: the history says so, not "succeeded".
+    # Queued, not yet delivered: the history shows "sending", not "succeeded".
     assert {run["outcome"] for run in history(runtime, clock)} == {"sending"}
 
     assert asyncio.run(Worker(runtime).drain()) == 3

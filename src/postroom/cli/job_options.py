@@ -131,8 +131,10 @@ def merge_report(
     given = {key: value for key, value in values.items() if value is not None}
     if kind is None and not given:
         return None
-    if kind is None:
-        kind = current["kind"] if current else ("sql" if "query" in given else None)
+    if kind is None and current is not None:
+        kind = current["kind"]
+    elif kind is None and "query" in given:
+        kind = "sql"
     if kind is None:
         raise InvalidInputError(
             "is required: sql (with --data-source and --query), schedule-list or "

@@ -1,4 +1,4 @@
-"""How `postroom job ...` prints jobs, runs and next runs as text."""
+"""Text output of `postroom job ...`: jobs, runs and next runs."""
 
 from __future__ import annotations
 

@@ -98,8 +98,8 @@ def schedule_list_command(
     fmt: FormatOption = OutputFormat.TABLE,
     output: OutputOption = None,
 ) -> None:
-    """Every job: client, schedule in words and cron, time zone, next run, last
-    run and outcome, recipients, profile, active."""
+    """List every job: client, schedule in words and cron, time zone, next run,
+    last run and outcome, recipients, profile, active."""
     now = utcnow()
     with runtime() as opened, opened.sessions() as session:
         if fmt == OutputFormat.JSON:
@@ -151,7 +151,7 @@ def schedule_history_command(
     fmt: FormatOption = OutputFormat.TABLE,
     output: OutputOption = None,
 ) -> None:
-    """Every run in the period, with the delivery result of each email it sent."""
+    """List every run in the period, with the delivery result of each email it sent."""
     now = utcnow()
     with runtime() as opened, opened.sessions() as session:
         start = parse_point_in_time(since, now, "since")

@@ -26,7 +26,7 @@ DEFAULT_JOB_PROFILE = "DefaultDeliveryProfile"
 
 
 class ReportFormat(enum.StrEnum):
-    """How a job delivers its report: an inline table or an attachment."""
+    """Form of a job's report in the email: an inline table or an attachment."""
 
     HTML = "html"
     CSV = "csv"
@@ -35,7 +35,7 @@ class ReportFormat(enum.StrEnum):
 
 
 class OnEmpty(enum.StrEnum):
-    """What a job does when its report has no rows."""
+    """Action of a job whose report has no rows."""
 
     SEND = "send"
     SKIP = "skip"

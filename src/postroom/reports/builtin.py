@@ -115,7 +115,7 @@ def _report_name(report: dict[str, Any]) -> str:
 def schedule_list(
     session: Session, now: datetime, client: str | None = None
 ) -> list[dict[str, Any]]:
-    """Every job with its schedule, next run, last run and outcome, recipients."""
+    """List every job with its schedule, next run, last run and outcome, recipients."""
     result = []
     for view in job_views(session, list_jobs(session, client), now):
         last = view["last_run"]

@@ -42,8 +42,8 @@ _REGULAR = [CORE_FONTS_CHARWIDTHS["helvetica"][chr(byte)] for byte in range(256)
 _BOLD = [CORE_FONTS_CHARWIDTHS["helveticaB"][chr(byte)] for byte in range(256)]
 _WIDEST = max(*_REGULAR, *_BOLD)
 
-# Objects 1 to 5 have fixed numbers; pages follow, two objects each (the
-# content stream, then the page), so page k's numbers are known in advance.
+# Objects 1 to 5 have fixed numbers. Each page then takes two objects, its
+# content stream and the page itself, so page k's numbers are known early.
 _CATALOG, _PAGES, _FONT_REGULAR, _FONT_BOLD, _INFO = 1, 2, 3, 4, 5
 _FIRST_PAGE_OBJECT = 6
 

@@ -299,8 +299,8 @@ def _postgresql_rows(
     connection: psycopg.Connection[Any] = raw.dbapi_connection  # type: ignore[assignment]
     reason: list[str] = []
 
-    def stop(why: str) -> None:
-        reason.append(why)
+    def stop(cause: str) -> None:
+        reason.append(cause)
         connection.cancel_safe()
 
     # The timer covers the whole fetch, which spans many FETCH statements;

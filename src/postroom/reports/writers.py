@@ -154,7 +154,7 @@ def write_report(
 
 def _write_csv(table: Table, target: LimitedFile) -> None:
     buffer = _TextBuffer(target)
-    # The csv module ends lines with CRLF, as RFC 4180 asks.
+    # The csv module ends lines with CRLF, as RFC 4180 specifies.
     writer = csv.writer(buffer)
     writer.writerow(table.columns)
     for row in table.rows:

@@ -1,8 +1,8 @@
 """When a job runs: cron expressions and one-off times in an IANA time zone.
 
-Cron matching is done on wall-clock times without a zone (croniter on naive
-datetimes is plain calendar arithmetic); this module then maps each matching
-wall time to an instant, applying the daylight-saving rules itself:
+Cron matching is done on wall-clock times without a zone, where croniter is
+plain calendar arithmetic. This module then maps each matching wall time to
+an instant and applies the daylight-saving rules itself:
 
 - A wall time that the spring change skips runs once, right after the gap
   (02:30 on the day clocks jump from 02:00 to 03:00 runs at 03:00).

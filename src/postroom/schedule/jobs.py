@@ -29,7 +29,7 @@ from postroom.schedule.cron import (
 )
 from postroom.schedule.templates import DEFAULT_BODY, DEFAULT_SUBJECT, check_template
 
-# The longest look-back of a schedule-history report a job can ask for.
+# Maximum period, in hours, of a schedule-history report run by a job.
 MAX_HISTORY_HOURS = 24 * 366
 RUN_OUTCOME_FILTERS = (
     "running",
@@ -131,8 +131,8 @@ def parse_run_at(value: str, field: str = "run_at") -> datetime:
         ) from exc
     if parsed.tzinfo is not None:
         raise InvalidInputError(
-            "must be a local time without an offset; the job's time_zone says "
-            "where it is",
+            "must be a local time without an offset, because the job's time_zone "
+            "gives its place",
             field=field,
         )
     return parsed.replace(microsecond=0)

@@ -40,7 +40,7 @@ _LEASE_MARGIN_SECONDS = 300.0
 
 @dataclass(frozen=True)
 class JobSnapshot:
-    """What a run needs of its job, read when the run started."""
+    """The fields of a job that a run uses, read when the run started."""
 
     pk: int
     name: str

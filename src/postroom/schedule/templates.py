@@ -16,8 +16,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from postroom.errors import InvalidInputError
 
-# Longest string or list a template may build with '*', and the largest
-# exponent of '**'.
+# Maximum length of a string or list a template builds with '*', and the
+# maximum exponent of '**'.
 MAX_REPEAT_LENGTH = 100_000
 MAX_EXPONENT = 100
 
@@ -26,7 +26,8 @@ DEFAULT_BODY = (
     "The {{ job }} report for {{ run_date }} has {{ rows }} rows.\n\nSent by Postroom."
 )
 
-# What a template can use, with the values a trial render takes at save.
+# Variables a template can use; sample_context() gives each a value for the
+# trial render when a job is saved.
 TEMPLATE_VARIABLES = (
     "job",
     "client",

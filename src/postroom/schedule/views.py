@@ -1,6 +1,6 @@
 """Jobs and runs as the API, the CLI and the built-in reports show them.
 
-A run's recorded outcome says whether its report was produced and its email
+A run's recorded outcome records whether its report was produced and its email
 queued. Delivery happens later, in the worker, so what became of the email
 is read from the messages the run queued: their status and each recipient's
 reply. The two combine into the ``outcome`` shown to operators, so a run

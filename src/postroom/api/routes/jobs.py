@@ -94,7 +94,7 @@ def create(
 
 @router.get("/{name}")
 def show(name: str, runtime: RuntimeDep, _token: TokenDep) -> dict[str, Any]:
-    """One job, with its next five runs and its ten latest runs."""
+    """Show one job with its next five runs and its ten latest runs."""
     now = utcnow()
     with transaction(runtime.sessions) as session:
         job = get_job(session, name)
@@ -131,7 +131,7 @@ def run_now(
     response: Response,
 ) -> dict[str, Any]:
     """Start a run now; 409 while the job is running. The run continues after
-    the answer: poll the Location for its outcome."""
+    the response: poll the Location for its outcome."""
     claimed = start_manual_run(
         runtime.sessions,
         name,
@@ -155,7 +155,7 @@ def next_runs(
     count: CountQuery = 5,
     after: AfterQuery = None,
 ) -> dict[str, Any]:
-    """The next runs, each in the job's time zone and in UTC."""
+    """List the next runs, each in the job's time zone and in UTC."""
     with transaction(runtime.sessions) as session:
         job = get_job(session, name)
         view = next_runs_view(schedule_of(job), job.time_zone, _after(after), count)
@@ -172,7 +172,7 @@ def runs(
         int | None, Query(description="Page: runs below this id")
     ] = None,
 ) -> list[dict[str, Any]]:
-    """The job's runs, newest first, with each email's delivery result."""
+    """List the job's runs, newest first, with each email's delivery result."""
     with transaction(runtime.sessions) as session:
         job = get_job(session, name)
         query = (
@@ -212,7 +212,7 @@ def preview(request: SchedulePreview, _token: TokenDep) -> dict[str, Any]:
 
 @data_sources_router.get("")
 def data_sources(runtime: RuntimeDep, _token: TokenDep) -> list[dict[str, str]]:
-    """The data sources an operator configured, by name; URLs are not shown."""
+    """List the configured data sources by name and kind, without their URLs."""
     return [
         {"name": name, "dialect": data_source_dialect(url)}
         for name, url in sorted(runtime.settings.data_sources.items())

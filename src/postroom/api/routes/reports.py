@@ -71,8 +71,8 @@ def schedule_list_report(
     client: str | None = None,
     format: FormatQuery = DownloadFormat.JSON,
 ) -> Response:
-    """Every job: client, schedule in words and cron, time zone, next run, last
-    run and outcome, recipients, profile, active."""
+    """List every job: client, schedule in words and cron, time zone, next run,
+    last run and outcome, recipients, profile, active."""
     now = utcnow()
     with runtime.sessions() as session:
         if format == DownloadFormat.JSON:
@@ -103,7 +103,7 @@ def schedule_history_report(
     ] = None,
     format: FormatQuery = DownloadFormat.JSON,
 ) -> Response:
-    """Every run in the period, with the delivery result of each email it sent."""
+    """List every run in the period, with the delivery result of each email it sent."""
     now = utcnow()
     start = parse_point_in_time(since, now, "since")
     end = parse_point_in_time(until, now, "until") if until else now.astimezone(UTC)
