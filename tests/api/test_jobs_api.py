@@ -346,3 +346,25 @@ def test_serve_runs_scheduler(
 
     assert [run["outcome"] for run in runs] == ["sending"]
     assert runs[0]["trigger"] == "schedule"
+
+
+def test_refused_email_run_is_failed(
+    client: TestClient,
+    api_runtime: Runtime,
+    start_scripted: Callable[..., Any],
+) -> None:
+    server = start_scripted(replies={"RCPT": "550 5.1.1 <ops@example.com>: unknown"})
+    point_profile(api_runtime, server.port)
+    client.post("/api/jobs", json=job_body())
+    location = client.post("/api/jobs/Open orders/run").headers["Location"]
+
+    asyncio.run(Worker(api_runtime).drain())
+    run = client.get(location).json()
+
+    assert run["outcome"] == "failed"
+    assert run["failed_in"] == "delivery"
+    assert run["report_outcome"] == "succeeded"
+    assert "550 5.1.1 <ops@example.com>: unknown" in run["error"]
+    assert run["diagnosis"]["cause"]
+    listed = client.get("/api/jobs").json()
+    assert listed[0]["last_run"]["outcome"] == "failed"

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import pytest
@@ -282,3 +283,25 @@ def test_second_run_from_other_process_refused(
         output, errors = first.communicate(timeout=60)
     assert first.returncode == 0, errors.decode()
     assert b"outcome      sending" in output
+
+
+def test_refused_email_shows_failed(
+    cli: Invoke, start_scripted: Callable[..., Any]
+) -> None:
+    server = start_scripted(replies={"DATA": "554 5.7.1 Message rejected as spam"})
+    use_sink(cli, server.port)
+    create_job(cli)
+    assert cli("job", "run", "Open orders").exit_code == 0
+    cli("worker", "--drain")
+
+    runs = cli("job", "runs", "Open orders")
+    history = cli("report", "schedule-history", "--since", "1h", "--format", "csv")
+    failed = cli("report", "schedule-history", "--since", "1h", "--outcome", "failed")
+
+    assert runs.stdout.splitlines()[1].split()[3:5] == ["failed", "delivery"]
+    (row,) = list(csv.DictReader(io.StringIO(history.stdout)))
+    assert row["outcome"] == "failed"
+    assert row["failed_in"] == "delivery"
+    assert row["reply_text"] == "5.7.1 Message rejected as spam"
+    assert "Message rejected as spam" in row["cause"]
+    assert "Open orders" in failed.stdout

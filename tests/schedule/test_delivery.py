@@ -271,3 +271,33 @@ def test_builtin_reports_as_job_reports(
     assert "Schedule List - page 1" in text
     assert "Daily history" in text
     assert "Open orders" in text
+
+
+def test_inline_html_table_delivered(
+    jobs_runtime: Runtime, start_sink: Callable[..., SinkServer]
+) -> None:
+    sink = start_sink()
+    point_profile(jobs_runtime, sink.port)
+    clock = FakeClock(utc(2026, 5, 4, 11, 59))
+    add_job(
+        jobs_runtime,
+        clock.now,
+        format="html",
+        body="Good morning,\n\nthe {{ rows }} open orders are below.",
+    )
+    clock.now = utc(2026, 5, 4, 12, 0)
+    Scheduler(jobs_runtime, clock=clock).run_due()
+    asyncio.run(Worker(jobs_runtime).drain())
+
+    parsed = message_from_bytes(sink.handler.messages[0].content, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    html_part = parsed.get_body(("html",))
+    text_part = parsed.get_body(("plain",))
+    assert html_part is not None
+    assert text_part is not None
+    html = html_part.get_content()
+    assert "<p>the 25 open orders are below.</p>" in html
+    assert "<th>customer</th>" in html
+    assert "<td>Customer 25</td>" in html
+    assert list(parsed.iter_attachments()) == []
+    assert "the 25 open orders are below." in text_part.get_content()
