@@ -251,6 +251,8 @@ def _occurrences(
         # offset from before the change for fold=0 and after it for fold=1).
         if interval:
             return []
+        # NOTE: a slot moved to the end of the gap merges with a slot already
+        # there: "0 2,3 * * *" runs once, at 03:00, on the spring change day.
         end = _gap_end(naive, zone)
         local = end.astimezone(zone)
         note = (
