@@ -8,6 +8,7 @@ The TOML file is the one named by ``POSTROOM_CONFIG``, else
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ENV_PREFIX = "POSTROOM_"
 CONFIG_FILE_NAME = "postroom.toml"
+# POSTROOM_DATA_SOURCE_SALES=postgresql://... configures data source "sales".
+DATA_SOURCE_ENV_PREFIX = ENV_PREFIX + "DATA_SOURCE_"
+_DATA_SOURCE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
 class ConfigError(Exception):
@@ -55,6 +59,16 @@ class Settings(BaseModel):
     retry_base_seconds: float = Field(default=30.0, gt=0)
     retry_max_seconds: float = Field(default=3600.0, gt=0)
 
+    # Scheduler and reports.
+    scheduler_poll_seconds: float = Field(default=5.0, gt=0, le=60)
+    scheduler_grace_seconds: float = Field(default=3600.0, ge=0)
+    report_max_rows: int = Field(default=100_000, ge=1)
+    report_max_seconds: float = Field(default=300.0, gt=0)
+    report_max_message_bytes: int = Field(default=10_000_000, ge=100_000)
+    # Named SQL data sources for report queries: name -> SQLAlchemy URL. The
+    # URLs may contain passwords, so they stay out of repr and logs.
+    data_sources: dict[str, str] = Field(default_factory=dict, repr=False)
+
     @field_validator("log_format")
     @classmethod
     def _known_log_format(cls, value: str) -> str:
@@ -69,6 +83,17 @@ class Settings(BaseModel):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return level
+
+    @field_validator("data_sources")
+    @classmethod
+    def _valid_data_sources(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _DATA_SOURCE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"data source name {name!r} must be lower-case letters, digits "
+                    "and underscores, starting with a letter"
+                )
+        return value
 
     @property
     def effective_database_url(self) -> str:
@@ -91,13 +116,23 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
 
 
-def _from_environment(environ: dict[str, str]) -> dict[str, str]:
-    values = {}
+def _from_environment(environ: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
     for name in Settings.model_fields:
+        if name == "data_sources":
+            continue
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None and raw != "":
             values[name] = raw
     return values
+
+
+def _data_sources_from_environment(environ: dict[str, str]) -> dict[str, str]:
+    return {
+        key[len(DATA_SOURCE_ENV_PREFIX) :].lower(): value
+        for key, value in environ.items()
+        if key.startswith(DATA_SOURCE_ENV_PREFIX) and value
+    }
 
 
 def load_settings(
@@ -115,6 +150,9 @@ def load_settings(
 
     values: dict[str, Any] = _read_toml(config_file) if config_file else {}
     values.update(from_env)
+    from_env_sources = _data_sources_from_environment(env)
+    if from_env_sources:
+        values["data_sources"] = {**values.get("data_sources", {}), **from_env_sources}
 
     try:
         return Settings(**values)
@@ -123,5 +161,10 @@ def load_settings(
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
             source = f"{ENV_PREFIX}{field.upper()} or '{field}' in the config file"
+            if field.startswith("data_sources"):
+                source = (
+                    f"{DATA_SOURCE_ENV_PREFIX}<NAME> or the [data_sources] table "
+                    "in the config file"
+                )
             problems.append(f"{field}: {error['msg']} (set by {source})")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc

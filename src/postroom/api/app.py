@@ -11,14 +11,25 @@ from fastapi import FastAPI
 
 from postroom import __version__
 from postroom.api.errors import install_error_handlers
-from postroom.api.routes import diagnose, messages, oauth, presets, probe, profiles
+from postroom.api.routes import (
+    diagnose,
+    jobs,
+    messages,
+    oauth,
+    presets,
+    probe,
+    profiles,
+    reports,
+)
 from postroom.runtime import Runtime
 from postroom.web import oauth as oauth_pages
 
 log = logging.getLogger("postroom.api")
 
 
-def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
+def create_app(
+    runtime: Runtime, *, run_worker: bool = False, run_scheduler: bool = False
+) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
@@ -27,6 +38,10 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
             from postroom.outbox.worker import Worker
 
             tasks.append(asyncio.create_task(Worker(runtime).run(stop)))
+        if run_scheduler:
+            from postroom.schedule.scheduler import Scheduler
+
+            tasks.append(asyncio.create_task(Scheduler(runtime).run(stop)))
         try:
             yield
         finally:
@@ -55,4 +70,8 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
     app.include_router(probe.router)
     app.include_router(oauth.router)
     app.include_router(oauth_pages.router)
+    app.include_router(jobs.router)
+    app.include_router(jobs.schedules_router)
+    app.include_router(jobs.data_sources_router)
+    app.include_router(reports.router)
     return app

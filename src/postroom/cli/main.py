@@ -7,11 +7,13 @@ import typer
 from postroom import __version__
 from postroom.cli import (
     diagnose,
+    jobs,
     messages,
     presets,
     probe,
     profile,
     profile_auth,
+    reports,
     server,
     tokens,
 )
@@ -25,6 +27,7 @@ app = typer.Typer(
 app.command("serve")(server.serve)
 app.command("worker")(server.worker)
 app.command("sink")(server.sink)
+app.command("scheduler")(jobs.scheduler)
 app.command("send")(messages.send)
 app.command("diagnose")(diagnose.diagnose)
 app.command("presets")(presets.presets)
@@ -36,6 +39,8 @@ profile.app.command("client-certificate")(profile_auth.client_certificate)
 app.add_typer(messages.app, name="message")
 app.add_typer(tokens.app, name="token")
 app.add_typer(tokens.key_app, name="key")
+app.add_typer(jobs.app, name="job")
+app.add_typer(reports.app, name="report")
 
 
 @app.command("version")

@@ -39,8 +39,15 @@ def serve(
             "--worker/--no-worker", help="Run the delivery worker in this process."
         ),
     ] = True,
+    scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--scheduler/--no-scheduler",
+            help="Run the job scheduler in this process.",
+        ),
+    ] = True,
 ) -> None:
-    """Run the HTTP API and the delivery worker in one process."""
+    """Run the HTTP API, the delivery worker and the job scheduler in one process."""
     import uvicorn
 
     from postroom.api.app import create_app
@@ -56,10 +63,11 @@ def serve(
             f"Postroom {__version__} listening on http://{bind_host}:{bind_port} "
             f"(API docs at /docs)\n"
             f"database: {database}\n"
-            f"delivery worker: {'running' if worker else 'off'}",
+            f"delivery worker: {'running' if worker else 'off'}\n"
+            f"scheduler: {'running' if scheduler else 'off'}",
             err=True,
         )
-        app = create_app(opened, run_worker=worker)
+        app = create_app(opened, run_worker=worker, run_scheduler=scheduler)
         config = uvicorn.Config(
             app,
             host=bind_host,

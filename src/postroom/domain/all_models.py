@@ -3,4 +3,5 @@
 from postroom.domain import (
     models,  # noqa: F401
     oauth_models,  # noqa: F401
+    scheduling,  # noqa: F401
 )

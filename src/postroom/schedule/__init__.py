@@ -1,0 +1,1 @@
+"""Scheduled jobs: schedules, runs, the runner and the scheduler loop."""
