@@ -338,3 +338,36 @@ def test_write_in_query_fails_run(jobs_runtime: Runtime) -> None:
     assert run.diagnosis["id"] == "report-read-only"
     assert run.error is not None
     assert "the data source is read-only" in run.error
+
+
+def test_profile_rename_moves_jobs(jobs_runtime: Runtime) -> None:
+    from postroom.domain import profiles
+
+    with transaction(jobs_runtime.sessions) as session:
+        profiles.create_profile(
+            session,
+            jobs_runtime.secrets,
+            profiles.ProfileInput(
+                name="Reports", host="smtp.example.com", from_address="r@example.com"
+            ),
+        )
+    add_job(jobs_runtime, NOW, profile="Reports")
+
+    with transaction(jobs_runtime.sessions) as session:
+        profiles.update_profile(
+            session,
+            jobs_runtime.secrets,
+            "Reports",
+            profiles.ProfileInput(name="Reporting"),
+        )
+        job = session.scalars(select(Job)).one()
+        assert job.profile_name == "Reporting"
+
+    with (
+        pytest.raises(ConflictError) as caught,
+        transaction(jobs_runtime.sessions) as session,
+    ):
+        profiles.delete_profile(session, "Reporting")
+    assert "'Open orders'" in caught.value.message
+    with transaction(jobs_runtime.sessions) as session:
+        assert profiles.find_profile(session, "Reporting") is not None

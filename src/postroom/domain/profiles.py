@@ -22,6 +22,7 @@ from postroom.domain.models import (
 )
 from postroom.domain.oauth_providers import OAuthProvider
 from postroom.domain.presets import find_preset
+from postroom.domain.scheduling import Job
 from postroom.domain.validation import check_host, check_single_line, parse_mailbox
 from postroom.errors import ConflictError, InvalidInputError, NotFoundError
 
@@ -379,7 +380,13 @@ def update_profile(
                 field="name",
             )
         _ensure_name_free(session, new_name)
-        # Messages refer to profiles by name: move the undelivered ones along.
+        # Messages and jobs refer to profiles by name: move the undelivered
+        # messages and the jobs along.
+        session.execute(
+            update(Job)
+            .where(Job.profile_name == profile.name)
+            .values(profile_name=new_name)
+        )
         session.execute(
             update(OutboxMessage)
             .where(
@@ -423,7 +430,22 @@ def delete_profile(session: Session, name: str) -> None:
             "finish, cancel them, or set the profile inactive instead",
             field="name",
         )
+    users = _scheduled_jobs_using(session, profile.name)
+    if users:
+        raise ConflictError(
+            f"profile {profile.name!r} is used by the scheduled jobs "
+            f"{', '.join(repr(job) for job in users)}; give them another profile first",
+            field="name",
+        )
     session.delete(profile)
+
+
+def _scheduled_jobs_using(session: Session, name: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(Job.name).where(Job.profile_name == name).order_by(Job.name)
+        )
+    )
 
 
 def release_held_messages(session: Session, profile: Profile) -> int:
