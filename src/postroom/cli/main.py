@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from postroom import __version__
-from postroom.cli import messages, profile, server, tokens
+from postroom.cli import event, messages, profile, server, template, tokens
 
 app = typer.Typer(
     help="Postroom: hand business email to your own SMTP provider and record every reply.",
@@ -21,6 +21,8 @@ app.add_typer(profile.app, name="profile")
 app.add_typer(messages.app, name="message")
 app.add_typer(tokens.app, name="token")
 app.add_typer(tokens.key_app, name="key")
+app.add_typer(template.app, name="template")
+app.add_typer(event.app, name="event")
 
 
 @app.command("version")

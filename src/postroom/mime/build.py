@@ -38,6 +38,7 @@ from postroom.mime.parts import (
 )
 
 __all__ = [
+    "RESERVED_HEADERS",
     "Attachment",
     "BuiltMessage",
     "MessageDraft",
@@ -55,7 +56,7 @@ _MAX_URI_LENGTH = 900
 
 # Headers a caller may not set through ``headers`` because the builder owns
 # them, or because they would change the envelope or the structure.
-_RESERVED_HEADERS = frozenset(
+RESERVED_HEADERS = frozenset(
     name.lower()
     for name in (
         "From",
@@ -163,7 +164,7 @@ def _check_headers(headers: Mapping[str, str]) -> None:
         # RFC 5322, 3.6.8: a field name is printable ASCII except the colon.
         if not name or not all("!" <= char <= "~" and char != ":" for char in name):
             raise InvalidInputError("is not a valid header name", field=field_name)
-        if name.lower() in _RESERVED_HEADERS:
+        if name.lower() in RESERVED_HEADERS:
             raise InvalidInputError(
                 "is set by Postroom and cannot be overridden; use the matching "
                 "field of the message instead",

@@ -37,7 +37,8 @@ _ATEXT = frozenset(
 # RFC 2231, 7: attribute-char, what an extended parameter value carries
 # without percent-encoding.
 _ATTRIBUTE_CHARS = "!#$&+-.^_`|~"
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+# A CR LF pair counts as one line break, so it becomes one space.
+_CONTROLS = re.compile(r"\r\n|[\x00-\x1f\x7f]")
 _SPACE_RUNS = re.compile(r"[ \t]+")
 _WSP_WORD = re.compile(r"[ \t]*[^ \t]+|[ \t]+$")
 
