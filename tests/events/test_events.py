@@ -22,6 +22,7 @@ from postroom.errors import InvalidInputError
 from postroom.outbox.worker import Worker
 from postroom.runtime import Runtime
 from tests.notifications import ORDER, add_profile, add_template, event, send
+from tests.peers.scripted import ScriptedServer
 
 
 def count(runtime: Runtime, model: Any) -> int:
@@ -327,3 +328,74 @@ def test_address_injection_from_event_data_rejected(
     assert caught.value.field == "data"
     assert "to[0]" in caught.value.message
     assert count(any_runtime, OutboxMessage) == 0
+
+
+def test_international_address_uses_smtputf8(
+    any_runtime: Runtime, start_sink: Callable[..., SinkServer]
+) -> None:
+    server = start_sink()
+    add_profile(any_runtime, server.port)
+    add_template(any_runtime)
+    customer = {"name": "Jürgen", "email": "jürgen@bücher.example"}
+
+    (result,) = send(any_runtime, event(data={**ORDER, "customer": customer}))
+    drain(any_runtime)
+
+    assert message(any_runtime, result.answer["message_ids"][0]).smtputf8 is True
+    (received,) = server.handler.messages
+    assert received.rcpt_tos == ["jürgen@xn--bcher-kva.example"]
+
+
+def test_international_address_without_smtputf8_fails_clearly(
+    any_runtime: Runtime, start_scripted: Callable[..., ScriptedServer]
+) -> None:
+    server = start_scripted()
+    add_profile(any_runtime, server.port)
+    add_template(any_runtime)
+    customer = {"name": "Jürgen", "email": "jürgen@bücher.example"}
+
+    (result,) = send(any_runtime, event(data={**ORDER, "customer": customer}))
+    drain(any_runtime)
+
+    failed = message(any_runtime, result.answer["message_ids"][0])
+    assert failed.status == "failed"
+    assert failed.last_error is not None
+    assert failed.last_error["id"] == "smtputf8-not-offered"
+    assert "SMTPUTF8" in failed.last_error["cause"]
+    assert server.messages == []
+
+
+def test_header_injection_from_profile_rejected(any_runtime: Runtime) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        add_profile(
+            any_runtime,
+            2525,
+            from_address="Shop\r\nBcc: eve@evil.example <o@shop.example>",
+        )
+
+    assert caught.value.field == "from_address"
+
+
+def test_profile_display_name_encoded_safely(
+    any_runtime: Runtime, start_sink: Callable[..., SinkServer]
+) -> None:
+    server = start_sink()
+    add_profile(
+        any_runtime,
+        server.port,
+        from_address='"Shop, \\"Ltd\\" <eve@evil.example>" <orders@shop.example>',
+    )
+    add_template(any_runtime)
+
+    send(any_runtime, event())
+    drain(any_runtime)
+
+    (received,) = server.handler.messages
+    parsed = email.message_from_bytes(received.content, policy=email.policy.default)
+    assert "Bcc" not in parsed
+    assert parsed["From"].addresses[0].addr_spec == "orders@shop.example"
+    assert len(parsed["From"].addresses) == 1
+    assert parsed["From"].addresses[0].display_name == (
+        'Shop, "Ltd" <eve@evil.example>'
+    )
+    assert received.mail_from == "orders@shop.example"

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from postroom.domain.validation import check_single_line
 from postroom.errors import InvalidInputError
-from postroom.templates.spec import check_event_type, normalize_locale
+from postroom.templates.validation import check_event_type, normalize_locale
 
 MAX_BATCH_EVENTS = 500
 # Event data carries attachments as base64: 25 MiB of files (the attachment

@@ -247,10 +247,10 @@ def record_events(
             if result.replayed
             else "event recorded",
             extra={
-                "event_id": answer["event_id"],
-                "event_type": answer["type"],
-                "client": answer["client"],
-                "messages": len(answer["message_ids"]),
+                "event_id": answer.get("event_id"),
+                "event_type": answer.get("type"),
+                "client": answer.get("client"),
+                "messages": len(answer.get("message_ids", [])),
                 "replayed": result.replayed,
                 "source": source,
             },

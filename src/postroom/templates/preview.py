@@ -14,8 +14,8 @@ from postroom.domain.profiles import find_profile, hold_reason
 from postroom.errors import InvalidInputError
 from postroom.mime.build import BuiltMessage
 from postroom.templates.render import RenderLimits, event_context, render_message
-from postroom.templates.spec import normalize_locale
 from postroom.templates.store import profile_of, sender_of
+from postroom.templates.validation import normalize_locale
 
 
 def describe_message(built: BuiltMessage, *, include_raw: bool) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from postroom.domain.profiles import find_profile
 from postroom.errors import ConflictError, InvalidInputError, NotFoundError
 from postroom.templates import spec
 from postroom.templates.render import RenderLimits, check_template
+from postroom.templates.validation import normalize
 
 DEFAULT_PROFILE = SYSTEM_PROFILE_NAMES[0]
 
@@ -75,7 +76,7 @@ def get_template(session: Session, name: str) -> Template:
 def _validated(
     session: Session, state: dict[str, Any], limits: RenderLimits
 ) -> dict[str, Any]:
-    state = spec.normalize(state)
+    state = normalize(state)
     state["variables"] = check_template(state, limits)
     sender_of(session, Template(**state))
     return state
@@ -130,6 +131,6 @@ def preview_state(
     Name and event type may be left out: a preview needs neither.
     """
     state = spec.defaults() | {"name": "unsaved", "event_type": "preview"}
-    state = spec.normalize(state | spec.given(data))
+    state = normalize(state | spec.given(data))
     state["variables"] = check_template(state, limits)
     return Template(**state)
