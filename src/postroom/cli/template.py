@@ -41,7 +41,9 @@ FileOption = Annotated[
 ]
 EventType = Annotated[
     str | None,
-    typer.Option("--event-type", help="Event type it answers, e.g. order.shipped."),
+    typer.Option(
+        "--event-type", help="Event type that triggers it, e.g. order.shipped."
+    ),
 ]
 Client = Annotated[
     str | None,

@@ -54,7 +54,7 @@ def purge_expired(session: Session, now: datetime) -> None:
 def claim(
     session: Session, key: str, request_hash: str, now: datetime, expires_at: datetime
 ) -> bool:
-    """Insert the key's row; return False when another request holds it."""
+    """Insert the key's row; return False when another request has claimed it."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (

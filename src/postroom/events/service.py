@@ -1,9 +1,10 @@
 """Record events: each matching template renders one message into the outbox.
 
-The flow keeps database transactions short: templates and profiles are read
-in one transaction, rendering happens outside any transaction (it may take
-up to the render timeout), and one last transaction claims the idempotency
-keys, records the events and queues their messages, all or nothing.
+The flow keeps database transactions short. Templates and profiles are read
+in one transaction, and rendering happens outside any transaction because
+it may take up to the render timeout. One last transaction claims the
+idempotency keys, records the events and queues their messages, all or
+nothing.
 """
 
 from __future__ import annotations

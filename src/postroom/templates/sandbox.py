@@ -2,9 +2,9 @@
 
 This module runs inside a render process (see postroom.templates.isolation),
 which bounds time and memory. Here Jinja2's immutable sandbox blocks access
-to internals (attributes starting with an underscore, ``mro``, function
-globals, methods that change data), no loader exists so ``include``,
-``import`` and ``extends`` cannot reach files, output is counted while it is
+to internals: attributes starting with an underscore, ``mro``, function
+globals and methods that change data. No loader exists, so ``include``,
+``import`` and ``extends`` cannot reach files. Output is counted while it is
 produced, and operations that allocate a huge result in one C call
 (``'x' * 10**9``, ``10 ** 10 ** 9``) are rejected before they run.
 

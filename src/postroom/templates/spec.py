@@ -28,10 +28,11 @@ class AttachmentSpec(BaseModel):
     """Files taken from the event data.
 
     ``source`` is a Jinja expression, for example ``order.invoice``. Its
-    value is an object with ``filename``, ``content`` (base64) or ``text``,
-    and optionally ``content_type`` and ``content_id``; a list of such
-    objects; or a base64 string (then ``filename`` is required here). An
-    empty or undefined value attaches nothing.
+    value is one of three things. It can be an object with ``filename``,
+    ``content`` (base64) or ``text``, and optionally ``content_type`` and
+    ``content_id``, or a list of such objects, or a base64 string (then
+    ``filename`` is required here). An empty or undefined value attaches
+    nothing.
     """
 
     model_config = ConfigDict(extra="forbid")

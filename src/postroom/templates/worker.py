@@ -38,8 +38,8 @@ def serve(connection: Connection, memory_bytes: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # SIGALRM keeps its default action, which ends the process even in the
-    # middle of a C call; the alarm only fires if the parent is gone and did
-    # not kill this process at its own timeout.
+    # middle of a C call. The alarm only fires if the parent is gone and so
+    # did not kill this process at its own timeout.
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     limit_memory(memory_bytes)
 
@@ -54,8 +54,8 @@ def serve(connection: Connection, memory_bytes: int) -> None:
         except MemoryError:
             del job
             gc.collect()
-            # The interpreter may be in a poor state after a MemoryError:
-            # answer, then exit so the parent starts a clean process.
+            # The interpreter may be in a poor state after a MemoryError, so
+            # reply, then exit: the parent starts a clean process.
             try:
                 connection.send(("memory", None))
             finally:

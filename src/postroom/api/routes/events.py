@@ -77,7 +77,7 @@ def post_events(
 
 @router.get("/{event_pk}")
 def get_event(event_pk: int, runtime: RuntimeDep, _token: TokenDep) -> dict[str, Any]:
-    """An event with its data and the current status of each of its messages."""
+    """Show an event with its data and the current status of each message."""
     with transaction(runtime.sessions) as session:
         event = session.get(Event, event_pk)
         if event is None:
