@@ -277,3 +277,38 @@ def test_openapi_lists_event_and_template_paths(client: TestClient) -> None:
         "/api/templates/{name}/preview",
     ):
         assert path in paths
+
+
+def test_password_never_in_answers_or_logs(
+    client: TestClient,
+    runtime: Runtime,
+    start_sink: Callable[..., SinkServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    password = "Pr0file-Secret-77"
+    server = start_sink(users={"alice": password})
+    caplog.set_level("DEBUG", logger="postroom")
+    client.post(
+        "/api/profiles",
+        json=profile_body(
+            server.port, login="alice", password=password, confirm_password=password
+        ),
+    )
+    client.post("/api/templates", json=shipped_template())
+
+    answers = [
+        client.post("/api/templates/shipped/preview", json={"raw": True}),
+        client.post("/api/events", json=event_body()),
+        client.post("/api/events", json=event_body()),
+        client.post("/api/events", json=event_body(data={})),
+        client.get("/api/events/1"),
+        client.get("/api/templates/shipped"),
+    ]
+    asyncio.run(Worker(runtime).drain())
+
+    assert server.handler.messages[0].login == "alice"
+    encoded = base64.b64encode(f"\0alice\0{password}".encode()).decode()
+    for answer in answers:
+        assert password not in answer.text
+    assert password not in caplog.text
+    assert encoded not in caplog.text

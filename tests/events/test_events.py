@@ -18,7 +18,7 @@ from postroom.domain import profiles
 from postroom.domain.db import transaction
 from postroom.domain.models import OutboxMessage
 from postroom.domain.notifications import Event, EventMessage, IdempotencyKey
-from postroom.errors import InvalidInputError
+from postroom.errors import ConflictError, InvalidInputError
 from postroom.outbox.worker import Worker
 from postroom.runtime import Runtime
 from tests.notifications import ORDER, add_profile, add_template, event, send
@@ -399,3 +399,21 @@ def test_profile_display_name_encoded_safely(
         'Shop, "Ltd" <eve@evil.example>'
     )
     assert received.mail_from == "orders@shop.example"
+
+
+def test_profile_deleted_later_is_conflict(any_runtime: Runtime) -> None:
+    add_profile(any_runtime, 2525)
+    add_template(any_runtime)
+    with transaction(any_runtime.sessions) as session:
+        profiles.delete_profile(session, "Shop")
+
+    with pytest.raises(ConflictError) as caught:
+        send(any_runtime, event())
+
+    assert caught.value.field == "type"
+    assert caught.value.message == (
+        "template 'shipped' cannot be sent: from_address is required because "
+        "email profile 'Shop' does not exist; set a From address on the template "
+        "or on the profile"
+    )
+    assert count(any_runtime, Event) == 0

@@ -68,6 +68,7 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(200), index=True)
     client: Mapped[str | None] = mapped_column(String(200))
     locale: Mapped[str | None] = mapped_column(String(35))
+    # NOTE: kept as long as the event row; nothing removes old events yet.
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), index=True)
     # api or cli.

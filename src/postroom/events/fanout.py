@@ -8,7 +8,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from postroom.domain.notifications import Template
-from postroom.errors import InvalidInputError
+from postroom.errors import ConflictError, InvalidInputError
 from postroom.events.schema import Event
 from postroom.mime.build import BuiltMessage
 from postroom.templates.render import (
@@ -74,8 +74,11 @@ def plan(session: Session, event: Event) -> list[Planned]:
         try:
             sender = sender_of(session, template)
         except InvalidInputError as exc:
-            raise InvalidInputError(
-                f"template {template.name!r} cannot be sent: from_address {exc.message}",
+            # The event is fine; the stored configuration is not, so this is
+            # a conflict an operator resolves, not invalid input.
+            raise ConflictError(
+                f"template {template.name!r} cannot be sent: from_address "
+                f"{exc.message}",
                 field=f"{event.prefix}type",
             ) from exc
         planned.append(Planned(template, profile_of(template), sender))

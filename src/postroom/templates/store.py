@@ -37,6 +37,9 @@ def sender_of(session: Session, template: Template) -> str:
     if profile is not None and profile.from_address:
         return profile.from_address
     reason = "does not exist" if profile is None else "has no From address"
+    # NOTE: saving a template checks this, but a profile deleted or stripped
+    # of its From address later makes events for the template fail with 409
+    # instead of being held, because a held message is already built.
     raise InvalidInputError(
         f"is required because email profile {name!r} {reason}; set a From "
         "address on the template or on the profile",
