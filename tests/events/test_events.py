@@ -417,3 +417,23 @@ def test_profile_deleted_later_is_conflict(any_runtime: Runtime) -> None:
         "or on the profile"
     )
     assert count(any_runtime, Event) == 0
+
+
+def test_blank_text_body_falls_back_to_html(
+    any_runtime: Runtime, start_sink: Callable[..., SinkServer]
+) -> None:
+    server = start_sink()
+    add_profile(any_runtime, server.port)
+    add_template(any_runtime, text_body="{{ customer.note | default('') }}")
+
+    send(any_runtime, event())
+    drain(any_runtime)
+
+    parsed = email.message_from_bytes(
+        server.handler.messages[0].content, policy=email.policy.default
+    )
+    assert (
+        parsed.get_body(("plain",))
+        .get_content()
+        .startswith("Hello Jürgen Müller,\r\n\r\n- Teapot")
+    )

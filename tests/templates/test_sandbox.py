@@ -217,3 +217,11 @@ def test_killed_idle_process_replaced(pool: RenderPool) -> None:
         child.process.wait()
 
     assert render("two") == "two"
+
+
+def test_runaway_recursion_reported(pool: RenderPool) -> None:
+    with pytest.raises(TemplateRenderError) as caught:
+        render("{% macro down(n) %}{{ down(n + 1) }}{% endmacro %}{{ down(0) }}")
+
+    assert "RecursionError" in caught.value.reason
+    assert render("after") == "after"

@@ -191,7 +191,7 @@ def _render_values(
     template: Template, context: dict[str, Any], limits: RenderLimits
 ) -> dict[str, Any]:
     job: dict[str, Any] = {"parts": template_parts(template), "context": context}
-    if template.html_body and not template.text_body:
+    if template.html_body:
         job["text_from_html"] = "html_body"
     result = run_job(limits, "render", job, template=template.name)
     if result["error"]:

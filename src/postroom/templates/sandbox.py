@@ -308,8 +308,11 @@ def render(job: dict[str, Any]) -> dict[str, Any]:
             raise
         except Exception as exc:
             return {"values": values, "error": _error(exc, label, kind)}
+    # The text part is generated from the HTML when the template has no text
+    # body or its text body rendered blank.
     html_label = job.get("text_from_html")
-    if html_label and values.get(html_label):
+    text = values.get("text_body")
+    if html_label and values.get(html_label) and not (text and text.strip()):
         try:
             values["text_from_html"] = html_to_text(values[html_label])
         except Exception as exc:
