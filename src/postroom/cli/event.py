@@ -16,7 +16,7 @@ from postroom.cli.common import (
     print_table,
     runtime,
 )
-from postroom.cli.template import read_data_file
+from postroom.cli.template_io import read_data_file
 from postroom.domain.db import transaction
 from postroom.domain.notifications import Event
 from postroom.errors import NotFoundError

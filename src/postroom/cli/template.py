@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import json
-import sys
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from postroom.cli.common import (
-    EXIT_INVALID,
-    fail,
-    print_fields,
-    print_json,
-    print_table,
-    runtime,
+from postroom.cli.common import EXIT_INVALID, fail, print_json, print_table, runtime
+from postroom.cli.template_io import (
+    print_preview,
+    print_view,
+    read_data_file,
+    template_input,
 )
 from postroom.domain.db import transaction
 from postroom.templates import store
 from postroom.templates.preview import preview_template
 from postroom.templates.render import RenderLimits
-from postroom.templates.spec import TemplateInput, TemplateView
+from postroom.templates.spec import TemplateView
 
 app = typer.Typer(
     help="Create, change, list, preview and delete notification templates.",
@@ -130,79 +127,6 @@ SampleData = Annotated[
 ]
 
 
-def _read_text(path: Path) -> str:
-    if str(path) == "-":
-        return sys.stdin.read()
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror}", EXIT_INVALID)
-    except UnicodeDecodeError:
-        fail(f"{path} is not UTF-8 text", EXIT_INVALID)
-
-
-def read_data_file(path: Path) -> Any:
-    """Read JSON, or TOML for a .toml file; exit with a clear error otherwise."""
-    text = _read_text(path)
-    try:
-        if path.suffix.lower() == ".toml":
-            return tomllib.loads(text)
-        return json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        fail(f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}", 2)
-
-
-def _headers(values: list[str]) -> dict[str, str]:
-    headers = {}
-    for value in values:
-        name, colon, text = value.partition(":")
-        if not colon or not name.strip():
-            fail(f"--header {value!r} must look like 'Name: value'", EXIT_INVALID)
-        headers[name.strip()] = text.strip()
-    return headers
-
-
-def _input(options: dict[str, Any], file: Path | None) -> TemplateInput:
-    fields: dict[str, Any] = {}
-    if file is not None:
-        loaded = read_data_file(file)
-        if not isinstance(loaded, dict):
-            fail(f"{file} must contain an object with template fields", EXIT_INVALID)
-        fields.update(loaded)
-
-    html_file = options.pop("html_file", None)
-    text_file = options.pop("text_file", None)
-    sample_file = options.pop("sample_data_file", None)
-    if html_file is not None:
-        fields["html_body"] = _read_text(html_file)
-    if text_file is not None:
-        fields["text_body"] = _read_text(text_file)
-    if sample_file is not None:
-        fields["sample_data"] = read_data_file(sample_file)
-    headers = options.pop("header", None)
-    if headers is not None:
-        fields["headers"] = _headers(headers)
-    attachments = options.pop("attachment", None)
-    if attachments is not None:
-        fields["attachments"] = [{"source": source} for source in attachments]
-    # Options override the file. Where the file uses an alias ("html",
-    # "from"), the option's own name comes first among the aliases and wins.
-    fields.update({key: value for key, value in options.items() if value is not None})
-    return TemplateInput.model_validate(fields)
-
-
-def _print_view(view: TemplateView, as_json: bool) -> None:
-    if as_json:
-        print_json(view.model_dump(mode="json"))
-        return
-    shown = view.model_dump(exclude={"html_body", "text_body", "sample_data"})
-    print_fields(shown)
-    for name in ("text_body", "html_body"):
-        body = getattr(view, name)
-        if body:
-            typer.echo(f"\n{name}:\n{body.rstrip()}")
-
-
 @app.command("create")
 def create(
     name: Annotated[str | None, typer.Argument(help="Template name.")] = None,
@@ -250,11 +174,11 @@ def create(
         sample_data_file=sample_data_file,
     )
     with runtime() as opened:
-        data = _input(options, file)
+        data = template_input(options, file)
         limits = RenderLimits.from_settings(opened.settings)
         with transaction(opened.sessions) as session:
             view = TemplateView.of(store.create_template(session, limits, data))
-    _print_view(view, as_json)
+    print_view(view, as_json)
 
 
 @app.command("update")
@@ -307,12 +231,12 @@ def update(
         sample_data_file=sample_data_file,
     )
     with runtime() as opened:
-        data = _input(options, file)
+        data = template_input(options, file)
         limits = RenderLimits.from_settings(opened.settings)
         with transaction(opened.sessions) as session:
             template = store.update_template(session, limits, name, data)
             view = TemplateView.of(template)
-    _print_view(view, as_json)
+    print_view(view, as_json)
 
 
 @app.command("list")
@@ -348,7 +272,7 @@ def show(
     """Show a template with its bodies and the variables it reads."""
     with runtime() as opened, transaction(opened.sessions) as session:
         view = TemplateView.of(store.get_template(session, name))
-    _print_view(view, as_json)
+    print_view(view, as_json)
 
 
 @app.command("delete")
@@ -364,31 +288,6 @@ def delete(
     with runtime() as opened, transaction(opened.sessions) as session:
         store.delete_template(session, name)
     typer.echo(f"deleted template {name}")
-
-
-def _print_preview(preview: dict[str, Any]) -> None:
-    message = preview["message"]
-    typer.echo(f"template  {preview['template']}")
-    typer.echo(f"profile   {preview['profile']}")
-    if preview["held_reason"]:
-        typer.echo(f"held      {preview['held_reason']}")
-    recipients = ", ".join(
-        f"{item['address']} ({item['kind']})"
-        for item in message["envelope"]["recipients"]
-    )
-    typer.echo(f"envelope  {message['envelope']['sender']} -> {recipients}\n")
-    for header in message["headers"]:
-        typer.echo(f"{header['name']}: {header['value']}")
-    for part in message["parts"]:
-        described = part["content_type"]
-        for key in ("disposition", "filename", "content_id"):
-            if part.get(key):
-                described += f"; {key}={part[key]}"
-        if "size" in part:
-            described += f"; {part['size']} bytes"
-        typer.echo(f"\n--- {described}")
-        if "content" in part:
-            typer.echo(part["content"].rstrip("\n"))
 
 
 @app.command("preview")
@@ -439,7 +338,7 @@ def preview(
         limits = RenderLimits.from_settings(opened.settings)
         with transaction(opened.sessions) as session:
             if file is not None:
-                draft = _input({}, file)
+                draft = template_input({}, file)
                 template = store.preview_state(session, limits, draft)
             else:
                 assert name is not None
@@ -458,4 +357,4 @@ def preview(
     elif raw:
         typer.echo(result["message"]["raw"].replace("\r\n", "\n"), nl=False)
     else:
-        _print_preview(result)
+        print_preview(result)
