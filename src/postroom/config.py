@@ -69,6 +69,18 @@ class Settings(BaseModel):
     # URLs may contain passwords, so they stay out of repr and logs.
     data_sources: dict[str, str] = Field(default_factory=dict, repr=False)
 
+    # Notifications: template rendering runs in separate processes, each
+    # stopped after the timeout and capped at the memory allowance.
+    render_timeout_seconds: float = Field(default=2.0, gt=0, le=120)
+    render_max_output_chars: int = Field(default=1_000_000, ge=1000)
+    render_memory_mb: int = Field(default=512, ge=64)
+    render_processes: int = Field(default=2, ge=1, le=64)
+    # An idempotency key is remembered at least this long.
+    idempotency_hours: float = Field(default=24.0, ge=24)
+    # How long a request waits for another one with the same idempotency
+    # key to finish before it gets 409.
+    idempotency_wait_seconds: float = Field(default=10.0, gt=0, le=300)
+
     @field_validator("log_format")
     @classmethod
     def _known_log_format(cls, value: str) -> str:

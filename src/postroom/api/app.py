@@ -13,6 +13,7 @@ from postroom import __version__
 from postroom.api.errors import install_error_handlers
 from postroom.api.routes import (
     diagnose,
+    events,
     jobs,
     messages,
     oauth,
@@ -20,6 +21,7 @@ from postroom.api.routes import (
     probe,
     profiles,
     reports,
+    templates,
 )
 from postroom.runtime import Runtime
 from postroom.web import oauth as oauth_pages
@@ -74,4 +76,6 @@ def create_app(
     app.include_router(jobs.schedules_router)
     app.include_router(jobs.data_sources_router)
     app.include_router(reports.router)
+    app.include_router(templates.router)
+    app.include_router(events.router)
     return app

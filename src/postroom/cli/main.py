@@ -7,6 +7,7 @@ import typer
 from postroom import __version__
 from postroom.cli import (
     diagnose,
+    event,
     jobs,
     messages,
     presets,
@@ -15,6 +16,7 @@ from postroom.cli import (
     profile_auth,
     reports,
     server,
+    template,
     tokens,
 )
 
@@ -41,6 +43,8 @@ app.add_typer(tokens.app, name="token")
 app.add_typer(tokens.key_app, name="key")
 app.add_typer(jobs.app, name="job")
 app.add_typer(reports.app, name="report")
+app.add_typer(template.app, name="template")
+app.add_typer(event.app, name="event")
 
 
 @app.command("version")

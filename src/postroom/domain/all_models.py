@@ -2,6 +2,7 @@
 
 from postroom.domain import (
     models,  # noqa: F401
+    notifications,  # noqa: F401
     oauth_models,  # noqa: F401
     scheduling,  # noqa: F401
 )

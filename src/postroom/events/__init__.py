@@ -1,0 +1,1 @@
+"""Business events: idempotent intake and fan-out to matching templates."""
