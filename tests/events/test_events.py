@@ -437,3 +437,30 @@ def test_blank_text_body_falls_back_to_html(
         .get_content()
         .startswith("Hello Jürgen Müller,\r\n\r\n- Teapot")
     )
+
+
+def test_profile_rename_moves_templates(
+    any_runtime: Runtime, start_sink: Callable[..., SinkServer]
+) -> None:
+    shop = start_sink()
+    add_profile(any_runtime, shop.port)
+    add_template(any_runtime)
+
+    with transaction(any_runtime.sessions) as session:
+        profiles.update_profile(
+            session,
+            any_runtime.secrets,
+            "Shop",
+            profiles.ProfileInput(name="Storefront"),
+        )
+    (result,) = send(any_runtime, event())
+    drain(any_runtime)
+
+    assert message(any_runtime, result.answer["message_ids"][0]).status == "sent"
+    assert len(shop.handler.messages) == 1
+    with (
+        pytest.raises(ConflictError) as caught,
+        transaction(any_runtime.sessions) as session,
+    ):
+        profiles.delete_profile(session, "Storefront")
+    assert "templates 'shipped'" in caught.value.message

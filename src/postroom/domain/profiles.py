@@ -20,6 +20,7 @@ from postroom.domain.models import (
     Profile,
     Security,
 )
+from postroom.domain.notifications import Template
 from postroom.domain.oauth_providers import OAuthProvider
 from postroom.domain.presets import find_preset
 from postroom.domain.scheduling import Job
@@ -380,13 +381,14 @@ def update_profile(
                 field="name",
             )
         _ensure_name_free(session, new_name)
-        # Messages and jobs refer to profiles by name: move the undelivered
-        # messages and the jobs along.
-        session.execute(
-            update(Job)
-            .where(Job.profile_name == profile.name)
-            .values(profile_name=new_name)
-        )
+        # Messages, jobs and templates refer to profiles by name: move the
+        # undelivered messages, the jobs and the templates along.
+        for model in (Job, Template):
+            session.execute(
+                update(model)
+                .where(model.profile_name == profile.name)
+                .values(profile_name=new_name)
+            )
         session.execute(
             update(OutboxMessage)
             .where(
@@ -430,22 +432,25 @@ def delete_profile(session: Session, name: str) -> None:
             "finish, cancel them, or set the profile inactive instead",
             field="name",
         )
-    users = _scheduled_jobs_using(session, profile.name)
-    if users:
-        raise ConflictError(
-            f"profile {profile.name!r} is used by the scheduled jobs "
-            f"{', '.join(repr(job) for job in users)}; give them another profile first",
-            field="name",
-        )
+    for kind, users in (
+        ("scheduled jobs", _names_using(session, Job, profile.name)),
+        ("templates", _names_using(session, Template, profile.name)),
+    ):
+        if users:
+            raise ConflictError(
+                f"profile {profile.name!r} is used by the {kind} "
+                f"{', '.join(repr(user) for user in users)}; give them another "
+                "profile first",
+                field="name",
+            )
     session.delete(profile)
 
 
-def _scheduled_jobs_using(session: Session, name: str) -> list[str]:
-    return list(
-        session.scalars(
-            select(Job.name).where(Job.profile_name == name).order_by(Job.name)
-        )
-    )
+def _names_using(
+    session: Session, model: type[Job] | type[Template], profile: str
+) -> list[str]:
+    query = select(model.name).where(model.profile_name == profile).order_by(model.name)
+    return list(session.scalars(query))
 
 
 def release_held_messages(session: Session, profile: Profile) -> int:
