@@ -227,8 +227,17 @@ CASES = [
         "connect",
         "host",
         "outbound server (host)",
+        transient=True,
     ),
-    Case("closed port", "connection-refused", refused, "connect", "port", "587"),
+    Case(
+        "closed port",
+        "connection-refused",
+        refused,
+        "connect",
+        "port",
+        "587",
+        transient=True,
+    ),
     Case(
         "black-holed port",
         "connection-timeout",

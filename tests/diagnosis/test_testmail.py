@@ -322,3 +322,20 @@ def test_dropped_greeting_names_the_port(
     assert result.step == "greeting"
     assert f"on port {server.port}" in (result.reply_text or "")
     assert "port None" not in (result.reply_text or "")
+
+
+def test_ca_bundle_removed_after_saving(
+    start_sink: Callable[..., SinkServer], tmp_path: Any, certificates: Certificates
+) -> None:
+    server = start_sink("starttls")
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(certificates.ca_file.read_bytes())
+    bundle.unlink()
+
+    result = run_test("localhost", server.port, "starttls", ca_bundle=str(bundle))
+
+    assert not result.ok
+    assert result.step == "connect"
+    assert result.diagnosis == "ca-bundle-unusable"
+    assert result.setting == "ca_bundle"
+    assert not server.handler.messages

@@ -202,3 +202,18 @@ def test_international_from_address_accepted(runtime: Runtime) -> None:
     profile = create(runtime, from_address="Jörg Müller <jörg@bücher.example>")
 
     assert profile.from_address == "Jörg Müller <jörg@bücher.example>"
+
+
+def test_ca_bundle_without_certificate_rejected(
+    runtime: Runtime, tmp_path: Any
+) -> None:
+    not_a_bundle = tmp_path / "key.pem"
+    not_a_bundle.write_text(
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+    )
+
+    with pytest.raises(InvalidInputError) as caught:
+        create(runtime, ca_bundle=str(not_a_bundle))
+
+    assert caught.value.field == "ca_bundle"
+    assert "BEGIN CERTIFICATE" in caught.value.message

@@ -117,7 +117,7 @@ SCENARIOS = [
         security="starttls",
         kind="self-signed",
     ),
-    Scenario("closed port", "connection-refused", transient=False, kind="closed"),
+    Scenario("closed port", "connection-refused", transient=True, kind="closed"),
 ]
 
 

@@ -69,18 +69,24 @@ _CONNECTION = (
         "({error}).",
         fix="Check the outbound server (host) for typing errors; use the exact name "
         "your provider documents, for example smtp.office365.com.",
-        transient=False,
+        # Transient because a resolver outage looks the same as a typing
+        # error; retries stop at the attempt and age limits.
+        transient=True,
         setting="host",
     ),
     Entry(
         id="connection-refused",
         steps=steps(Step.CONNECT),
         kinds=kinds(ErrorKind.REFUSED),
-        cause="{host} refused the connection on port {port}: nothing listens there, "
-        "or a firewall rejects it.",
-        fix="Check the outbound port: 587 is the usual submission port with "
-        "STARTTLS, 465 is for implicit TLS, 25 is for server-to-server relay.",
-        transient=False,
+        cause="{host} refused the connection on port {port}: nothing listens there "
+        "(the server is down or restarting, or the port is wrong), or a firewall "
+        "rejects it.",
+        fix="Check that the server is running and the outbound port is right: 587 is "
+        "the usual submission port with STARTTLS, 465 is for implicit TLS, 25 is for "
+        "server-to-server relay. Postroom retries queued messages meanwhile.",
+        # A relay that restarts refuses connections for a moment; messages
+        # queued then must be retried, not failed.
+        transient=True,
         setting="port",
     ),
     Entry(
@@ -171,6 +177,17 @@ _CONNECTION = (
 )
 
 _TLS = (
+    Entry(
+        id="ca-bundle-unusable",
+        kinds=kinds(ErrorKind.CONFIGURATION),
+        when=lambda context: bool(context.fact("ca_bundle")),
+        cause="The profile's CA bundle cannot be used, so no TLS connection was "
+        "attempted: {error}.",
+        fix="Set ca_bundle to a readable PEM file that contains the CA certificate "
+        "(-----BEGIN CERTIFICATE-----), or clear it to trust the system's CAs.",
+        transient=False,
+        setting="ca_bundle",
+    ),
     Entry(
         id="tls-on-plain-port",
         kinds=kinds(ErrorKind.TLS),

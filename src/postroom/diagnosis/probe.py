@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -20,7 +19,7 @@ from postroom.crypto import SecretBox
 from postroom.diagnosis.engine import explain
 from postroom.domain import profiles
 from postroom.domain.models import AuthMechanism, Profile
-from postroom.domain.validation import check_host, check_single_line
+from postroom.domain.validation import check_ca_bundle, check_host, check_single_line
 from postroom.errors import InvalidInputError
 from postroom.smtp.errors import SmtpFailure
 from postroom.smtp.probe import (
@@ -97,11 +96,8 @@ def check_probe_request(
             field="total_timeout",
         )
 
-    if ca_bundle is not None and not Path(ca_bundle).is_file():
-        raise InvalidInputError(
-            f"CA bundle file {ca_bundle!r} does not exist or is not a file",
-            field="ca_bundle",
-        )
+    if ca_bundle is not None:
+        check_ca_bundle(ca_bundle, "ca_bundle")
     if ehlo_name is not None:
         ehlo_name = check_host(ehlo_name, "ehlo_name")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
@@ -24,7 +23,12 @@ from postroom.domain.notifications import Template
 from postroom.domain.oauth_providers import OAuthProvider
 from postroom.domain.presets import find_preset
 from postroom.domain.scheduling import Job
-from postroom.domain.validation import check_host, check_single_line, parse_mailbox
+from postroom.domain.validation import (
+    check_ca_bundle,
+    check_host,
+    check_single_line,
+    parse_mailbox,
+)
 from postroom.errors import ConflictError, InvalidInputError, NotFoundError
 
 MAX_TIMEOUT_SECONDS = 600.0
@@ -238,11 +242,8 @@ def _normalize(state: dict[str, Any], is_system: bool) -> dict[str, Any]:
     if state["ehlo_name"] is not None:
         state["ehlo_name"] = check_host(state["ehlo_name"], "ehlo_name")
 
-    if state["ca_bundle"] is not None and not Path(state["ca_bundle"]).is_file():
-        raise InvalidInputError(
-            f"CA bundle file {state['ca_bundle']!r} does not exist or is not a file",
-            field="ca_bundle",
-        )
+    if state["ca_bundle"] is not None:
+        check_ca_bundle(state["ca_bundle"], "ca_bundle")
 
     _check_timeout(state["connect_timeout"], "connect_timeout")
     _check_timeout(state["command_timeout"], "command_timeout")

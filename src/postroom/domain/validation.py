@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from dataclasses import dataclass
 from email import errors as email_errors
 from email.headerregistry import Address, HeaderRegistry
+from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -78,6 +80,23 @@ def check_host(value: str, field: str) -> str:
             f"{value!r} is not a valid host name or IP address", field=field
         )
     return value
+
+
+def check_ca_bundle(path: str, field: str) -> str:
+    """Check that a CA bundle file exists and holds at least one certificate."""
+    if not Path(path).is_file():
+        raise InvalidInputError(
+            f"CA bundle file {path!r} does not exist or is not a file", field=field
+        )
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise InvalidInputError(
+            f"CA bundle file {path!r} cannot be used ({exc}); it must be a PEM file "
+            "with -----BEGIN CERTIFICATE----- blocks",
+            field=field,
+        ) from exc
+    return path
 
 
 def check_address(addr_spec: str, field: str) -> str:

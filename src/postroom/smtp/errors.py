@@ -37,6 +37,8 @@ class ErrorKind(enum.StrEnum):
     TOO_LARGE = "too_large"  # larger than the SIZE the server announced
     AUTH_CLIENT = "auth_client"  # the SASL mechanism failed before a reply
     NETWORK = "network"
+    # A local setting the client cannot use, such as an unreadable CA bundle.
+    CONFIGURATION = "configuration"
     PROTOCOL = "protocol"  # the server sent something that is not SMTP
 
 

@@ -212,7 +212,17 @@ class SmtpSession:
                 return client_context_with_identity(
                     settings.ca_bundle, settings.client_certificate, settings.client_key
                 )
-        return client_context(settings.ca_bundle)
+        try:
+            return client_context(settings.ca_bundle)
+        except (ssl.SSLError, OSError) as exc:
+            # The file was valid when saved but has since been removed or
+            # replaced; no connection is attempted with a broken trust store.
+            raise SmtpFailure(
+                step=Step.CONNECT,
+                kind=ErrorKind.CONFIGURATION,
+                error=f"cannot load the CA bundle {settings.ca_bundle}: {exc}",
+                details={"ca_bundle": settings.ca_bundle},
+            ) from exc
 
     def _reply(self, code: int, text: str) -> Reply:
         return Reply(code, mask_secrets(text, self._secrets) if self._secrets else text)
