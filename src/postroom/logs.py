@@ -12,10 +12,13 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+# Uvicorn adds "color_message", its message with ANSI colour codes, for its
+# own console formatter; it has no place in a log line.
 _RECORD_ATTRIBUTES = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",
 }
 
 

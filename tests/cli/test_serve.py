@@ -105,5 +105,6 @@ def test_serve_delivers_and_stops_cleanly(
     assert process.returncode == 0, stderr
     assert '"message": "delivery attempt sent"' in stderr
     assert "delivery worker stopped" in stderr
+    assert "color_message" not in stderr
     assert PASSWORD not in stderr
     assert base64.b64encode(PASSWORD.encode()).decode() not in stderr

@@ -217,3 +217,11 @@ def test_ca_bundle_without_certificate_rejected(
 
     assert caught.value.field == "ca_bundle"
     assert "BEGIN CERTIFICATE" in caught.value.message
+
+
+def test_login_without_tls_is_warned(runtime: Runtime) -> None:
+    plain = profiles.ProfileView.of(create(runtime, security="none"))
+    encrypted = profiles.ProfileView.of(create(runtime, name="Secure"))
+
+    assert any("plain text" in warning for warning in plain.warnings)
+    assert not any("plain text" in warning for warning in encrypted.warnings)

@@ -208,3 +208,39 @@ def test_memory_does_not_grow_with_rows(fmt: ReportFormat, tmp_path: Path) -> No
     # ... but not ten times the memory: holding the rows or the file would.
     assert large_peak < 1.5 * small_peak
     assert large_peak < large_size
+
+
+def test_pdf_wide_table_wraps_instead_of_cutting(tmp_path: Path) -> None:
+    columns = [f"column_{index}" for index in range(20)]
+    long_text = "the provider refused the email for ops@example.com: 550 5.1.1 unknown"
+    row = ["2026-12-04T07:00:00+00:00", long_text, *["failed"] * 18]
+    report = write_report(
+        Table("Schedule History", columns, [row]), ReportFormat.PDF, tmp_path / "w.pdf"
+    )
+
+    reader = pypdf.PdfReader(report.path)
+    text = reader.pages[0].extract_text()
+    joined = "".join(text.split())
+    width, height = reader.pages[0].mediabox.width, reader.pages[0].mediabox.height
+    assert (round(width), round(height)) == (1191, 842)
+    assert "?" not in text
+    assert "2026-12-04T07:00:00+00:00" in joined
+    # Wrapped lines interleave with the other columns in extracted text, so
+    # each word is checked, and no cut mark may appear.
+    for word in long_text.replace("@", "@ ").split():
+        assert word in joined
+    assert "\u2026" not in text
+    for column in columns:
+        assert column in joined
+
+
+def test_pdf_cut_mark_is_an_ellipsis(tmp_path: Path) -> None:
+    report = write_report(
+        Table("Orders", ["a", "b"], [("x", "word " * 2000)]),
+        ReportFormat.PDF,
+        tmp_path / "o.pdf",
+    )
+
+    text = pypdf.PdfReader(report.path).pages[0].extract_text()
+    assert "\u2026" in text
+    assert "?" not in text

@@ -169,9 +169,16 @@ def refresh(name: ProfileName, as_json: JsonOption = False) -> None:
         )
     else:
         typer.echo(f"FAILED: {result.message}")
-        typer.echo(
-            f"fix: reconnect the account with `postroom profile oauth connect {name}`"
-        )
+        if result.transient:
+            typer.echo(
+                "fix: the token endpoint is unavailable for now; check "
+                "oauth_token_endpoint and that this machine reaches it. Delivery "
+                "retries on its own."
+            )
+        else:
+            typer.echo(
+                f"fix: reconnect the account with `postroom profile oauth connect {name}`"
+            )
     if not result.ok:
         raise typer.Exit(EXIT_FAILED)
 

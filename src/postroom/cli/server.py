@@ -60,7 +60,7 @@ def serve(
             hide_password=True
         )
         typer.echo(
-            f"Postroom {__version__} listening on http://{bind_host}:{bind_port} "
+            f"Postroom {__version__} starting on http://{bind_host}:{bind_port} "
             f"(API docs at /docs)\n"
             f"database: {database}\n"
             f"delivery worker: {'running' if worker else 'off'}\n"

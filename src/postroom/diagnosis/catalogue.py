@@ -854,8 +854,8 @@ _QUOTA_AND_RATE = (
             r"too many (messages|connections|login attempts|concurrent)|"
             r"sending rate|concurrent connections limit"
         ),
-        cause="The provider is slowing this client down because it sends, "
-        'connects or logs in too often: "{reply}".',
+        cause="The provider refuses for now: it is busy, or slows this client down "
+        'because it sends, connects or logs in too often: "{reply}".',
         fix="Postroom retries with backoff. If it keeps happening, send fewer "
         "messages at once through this profile or ask the provider to raise the "
         "limit.",

@@ -51,7 +51,7 @@ def _values(context: Context) -> _Values:
     values = _Values(
         step=failure.step.value if context.step_known else "the SMTP dialogue",
         host=context.host or "the server",
-        port=str(context.port or "?"),
+        port=str(context.port or "(unknown)"),
         security=context.security or "",
         mechanism=context.mechanism or "",
         login=context.login or "",

@@ -361,6 +361,12 @@ def oauth_status(profile: Profile) -> OAuthStatus | None:
 def warnings(profile: Profile, status: OAuthStatus | None) -> list[str]:
     """Say what needs an operator's attention before mail stops."""
     found: list[str] = []
+    if profile.security == "none" and profile.login:
+        found.append(
+            "security is none, so the login and password cross the network in "
+            "plain text; set security to starttls or tls unless the server is on a "
+            "trusted network"
+        )
     if status is None or profile.mechanism != AuthMechanism.XOAUTH2:
         return found
     command = f"postroom profile oauth connect {profile.name}"

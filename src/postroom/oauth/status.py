@@ -58,6 +58,9 @@ class RefreshResult(BaseModel):
     error: str | None = None
     error_description: str | None = None
     message: str | None = None
+    # True when retrying later can work (the endpoint was unreachable or
+    # answered 5xx or 429); reconnecting the account would not help then.
+    transient: bool = False
 
 
 async def refresh_now(
@@ -82,5 +85,6 @@ async def refresh_now(
             error=exc.error,
             error_description=exc.description,
             message=exc.message,
+            transient=exc.transient,
         )
     return RefreshResult(ok=True, access_token_expires_at=issued.expires_at)

@@ -235,8 +235,13 @@ def _record_failure(
     }
     if first:
         metrics.OAUTH_REFRESH_ALERTS.labels(profile=name).inc()
+        advice = (
+            "the token endpoint is unavailable; delivery retries"
+            if failure.transient
+            else "reconnect the account"
+        )
         log.error(
-            "ALERT: OAuth token refresh failed; reconnect the account",
+            f"ALERT: OAuth token refresh failed; {advice}",
             extra={"alert": "oauth_refresh_failed", **fields},
         )
     else:

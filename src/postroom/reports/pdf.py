@@ -16,6 +16,7 @@ from __future__ import annotations
 import zlib
 from array import array
 from collections.abc import Iterable, Sequence
+from itertools import chain as _chain
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -23,9 +24,11 @@ from fpdf.fonts import CORE_FONTS_CHARWIDTHS
 
 from postroom.reports.table import cell_text
 
-# A4 landscape, in points (1/72 inch).
-PAGE_WIDTH = 842
-PAGE_HEIGHT = 595
+# Landscape pages, in points (1/72 inch): A4, or A3 for tables with more
+# columns than fit A4 readably.
+A4_LANDSCAPE = (842, 595)
+A3_LANDSCAPE = (1191, 842)
+_A4_MAX_COLUMNS = 12
 MARGIN = 36
 FONT_SIZE = 8
 TITLE_SIZE = 11
@@ -35,7 +38,12 @@ CELL_PADDING = 4
 _SAMPLE_ROWS = 200
 _MIN_COLUMN = 30.0
 _MAX_COLUMN = 320.0
-_ELLIPSIS = "\x85"  # "…" in Windows-1252
+# A cell wraps onto at most this many lines; the rest is cut with "…".
+_MAX_CELL_LINES = 4
+_ELLIPSIS = "\u2026"  # byte 0x85 in Windows-1252
+_BREAK_AFTER = frozenset(b" _-/@")
+# A column is never narrower than its widest word, up to this many points.
+_MAX_WORD_WIDTH = 90.0
 
 # Glyph widths in 1/1000 em, indexed by Windows-1252 byte.
 _REGULAR = [CORE_FONTS_CHARWIDTHS["helvetica"][chr(byte)] for byte in range(256)]
@@ -65,6 +73,42 @@ def _literal(data: bytes) -> bytes:
     # Line ends inside a string would be read as part of the text.
     escaped = escaped.replace(b"\r", b"\\r").replace(b"\n", b"\\n")
     return b"(" + escaped + b")"
+
+
+def _wrap(text: str, width: float, widths: list[int]) -> list[bytes]:
+    """Break ``text`` into lines that fit ``width`` points, at most four.
+
+    Lines break after a space, underscore, hyphen, slash or "@" where
+    possible, else inside the word; the last line is cut with an ellipsis
+    when the text needs more.
+    """
+    data = _encode(text.replace("\r", " ").replace("\n", " "))
+    if _width(data, widths, FONT_SIZE) <= width:
+        return [data]
+    lines: list[bytes] = []
+    start = 0
+    while start < len(data) and len(lines) < _MAX_CELL_LINES - 1:
+        used = 0.0
+        end = start
+        last_space = -1
+        while end < len(data):
+            used += widths[data[end]] * FONT_SIZE / 1000
+            if used > width:
+                break
+            if data[end] in _BREAK_AFTER:
+                last_space = end
+            end += 1
+        if end >= len(data):
+            lines.append(data[start:])
+            return lines
+        if last_space >= start:
+            end = last_space + 1
+        end = max(end, start + 1)
+        lines.append(data[start:end].rstrip(b" "))
+        start = end
+    if start < len(data):
+        lines.append(_fit(data[start:].decode("cp1252"), width, widths))
+    return lines
 
 
 def _fit(text: str, width: float, widths: list[int]) -> bytes:
@@ -97,6 +141,10 @@ class PdfTableWriter:
         self._offsets = array("Q", [0] * _FIRST_PAGE_OBJECT)
         self._pages = 0
         self._widths: list[float] = []
+        self._header: list[list[bytes]] = []
+        self._page_width, self._page_height = (
+            A4_LANDSCAPE if len(columns) <= _A4_MAX_COLUMNS else A3_LANDSCAPE
+        )
 
     def write(self, rows: Iterable[Sequence[Any]]) -> None:
         iterator = iter(rows)
@@ -111,25 +159,48 @@ class PdfTableWriter:
         self._object(_FONT_REGULAR, self._font(b"Helvetica"))
         self._object(_FONT_BOLD, self._font(b"Helvetica-Bold"))
 
-        per_page = int((PAGE_HEIGHT - 2 * MARGIN - 2 * LINE_HEIGHT - 8) // LINE_HEIGHT)
-        page: list[list[str]] = []
-        for cells in sample:
-            page.append(cells)
-            if len(page) == per_page:
+        self._header = self._wrap_row(self._columns, _BOLD)
+        room = self._rows_room()
+        page: list[list[list[bytes]]] = []
+        used = 0
+        for cells in _chain(
+            sample, ([cell_text(value) for value in row] for row in iterator)
+        ):
+            wrapped = self._wrap_row(cells, _REGULAR)
+            height = max(len(lines) for lines in wrapped) if wrapped else 1
+            if page and used + height > room:
                 self._page(page)
-                page = []
-        del sample
-        for row in iterator:
-            page.append([cell_text(value) for value in row])
-            if len(page) == per_page:
-                self._page(page)
-                page = []
+                page, used = [], 0
+            page.append(wrapped)
+            used += height
         if page or self._pages == 0:
             self._page(page)
         self._finish()
 
+    def _rows_room(self) -> int:
+        """Return how many text lines of rows fit below a page's heading."""
+        header_lines = max((len(lines) for lines in self._header), default=1)
+        available = (
+            self._page_height
+            - 2 * MARGIN
+            - TITLE_SIZE
+            - 8
+            - (header_lines + 1) * LINE_HEIGHT
+        )
+        return max(int(available // LINE_HEIGHT), _MAX_CELL_LINES)
+
+    def _wrap_row(self, cells: Sequence[str], widths: list[int]) -> list[list[bytes]]:
+        return [
+            _wrap(
+                cells[index] if index < len(cells) else "",
+                width - 2 * CELL_PADDING,
+                widths,
+            )
+            for index, width in enumerate(self._widths)
+        ]
+
     def _column_widths(self, sample: list[list[str]]) -> list[float]:
-        usable = PAGE_WIDTH - 2 * MARGIN
+        usable = self._page_width - 2 * MARGIN
         if not self._columns:
             return []
         natural = []
@@ -143,28 +214,62 @@ class PdfTableWriter:
             natural.append(
                 min(max(widest + 2 * CELL_PADDING, _MIN_COLUMN), _MAX_COLUMN)
             )
-        total = sum(natural)
-        if total <= usable:
+        if sum(natural) <= usable:
             return natural
-        return [width * usable / total for width in natural]
+        floors = [
+            min(
+                max(self._widest_word(index, sample) + 2 * CELL_PADDING, _MIN_COLUMN),
+                _MAX_WORD_WIDTH,
+            )
+            for index in range(len(self._columns))
+        ]
+        # Too wide for the page: narrow columns keep their natural width, and
+        # the wide ones share what is left, so short values (ids, dates) stay
+        # whole and long text wraps.
+        widths = list(natural)
+        wide = set(range(len(widths)))
+        while wide:
+            share = (
+                usable - sum(widths[i] for i in range(len(widths)) if i not in wide)
+            ) / len(wide)
+            narrow = {i for i in wide if natural[i] <= share}
+            if not narrow:
+                for i in wide:
+                    widths[i] = max(share, floors[i])
+                break
+            wide -= narrow
+        total = sum(widths)
+        if total > usable:
+            # The widest words alone do not fit: every column gives way.
+            widths = [width * usable / total for width in widths]
+        return widths
 
-    def _page(self, rows: list[list[str]]) -> None:
+    def _widest_word(self, index: int, sample: list[list[str]]) -> float:
+        words = [(self._columns[index], _BOLD)]
+        words.extend((cells[index], _REGULAR) for cells in sample if index < len(cells))
+        widest = 0.0
+        for text, widths in words:
+            for word in _encode(text).replace(b"_", b" ").split():
+                widest = max(widest, _width(word, widths, FONT_SIZE))
+        return widest
+
+    def _page(self, rows: list[list[list[bytes]]]) -> None:
         lines: list[bytes] = []
-        top = PAGE_HEIGHT - MARGIN
+        top = self._page_height - MARGIN
         heading = f"{self._title} - page {self._pages + 1}"
         lines.append(
             b"BT /F2 %d Tf %d %d Td %s Tj ET"
             % (TITLE_SIZE, MARGIN, top - TITLE_SIZE, _literal(_encode(heading)))
         )
-        y = top - TITLE_SIZE - 8 - LINE_HEIGHT
-        lines.append(self._row(self._columns, y, bold=True))
-        rule = y - 3
+        y: float = top - TITLE_SIZE - 8 - LINE_HEIGHT
+        y = self._row(lines, self._header, y, bold=True)
+        rule = y + LINE_HEIGHT - 3
         lines.append(
-            b"0.5 w %d %.2f m %d %.2f l S" % (MARGIN, rule, PAGE_WIDTH - MARGIN, rule)
+            b"0.5 w %d %.2f m %d %.2f l S"
+            % (MARGIN, rule, self._page_width - MARGIN, rule)
         )
         for cells in rows:
-            y -= LINE_HEIGHT
-            lines.append(self._row(cells, y, bold=False))
+            y = self._row(lines, cells, y, bold=False)
         content = zlib.compress(b"\n".join(lines))
 
         content_number = _FIRST_PAGE_OBJECT + 2 * self._pages
@@ -179,8 +284,8 @@ class PdfTableWriter:
             b"/Resources << /Font << /F1 %d 0 R /F2 %d 0 R >> >> >>"
             % (
                 _PAGES,
-                PAGE_WIDTH,
-                PAGE_HEIGHT,
+                self._page_width,
+                self._page_height,
                 content_number,
                 _FONT_REGULAR,
                 _FONT_BOLD,
@@ -188,21 +293,25 @@ class PdfTableWriter:
         )
         self._pages += 1
 
-    def _row(self, cells: Sequence[str], y: float, *, bold: bool) -> bytes:
-        widths = _BOLD if bold else _REGULAR
-        parts = [
-            b"BT /F%d %d Tf %d %.2f Td"
-            % (2 if bold else 1, FONT_SIZE, MARGIN + CELL_PADDING, y)
-        ]
-        for index, width in enumerate(self._widths):
-            text = cells[index] if index < len(cells) else ""
-            if index:
-                parts.append(b"%.2f 0 Td" % self._widths[index - 1])
-            parts.append(
-                _literal(_fit(text, width - 2 * CELL_PADDING, widths)) + b" Tj"
-            )
-        parts.append(b"ET")
-        return b" ".join(parts)
+    def _row(
+        self, out: list[bytes], cells: list[list[bytes]], y: float, *, bold: bool
+    ) -> float:
+        """Append a row's text to ``out``; return the baseline of the next row."""
+        height = max((len(lines) for lines in cells), default=1)
+        for line in range(height):
+            parts = [
+                b"BT /F%d %d Tf %d %.2f Td"
+                % (2 if bold else 1, FONT_SIZE, MARGIN + CELL_PADDING, y)
+            ]
+            for index, lines in enumerate(cells):
+                if index:
+                    parts.append(b"%.2f 0 Td" % self._widths[index - 1])
+                text = lines[line] if line < len(lines) else b""
+                parts.append(_literal(text) + b" Tj")
+            parts.append(b"ET")
+            out.append(b" ".join(parts))
+            y -= LINE_HEIGHT
+        return y
 
     @staticmethod
     def _font(name: bytes) -> bytes:

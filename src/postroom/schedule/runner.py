@@ -123,10 +123,14 @@ class Runner:
                 self._finish(claimed, result)
 
         level = logging.INFO if result.outcome != RunOutcome.FAILED else logging.ERROR
+        # The email is only queued here; the worker records what the
+        # provider answers, and the run's view combines both.
+        queued = " (email queued for delivery)" if result.message_pks else ""
         log.log(
             level,
-            "job run %s",
+            "job run %s%s",
             result.outcome.value,
+            queued,
             extra={
                 "job": job.name,
                 "run": claimed.run_pk,

@@ -115,9 +115,17 @@ def _delivery_error(
                     for part in (recipient.reply_code, recipient.reply_text)
                     if part is not None
                 )
-                error = (
-                    f"the provider refused the email for {recipient.address}: {reply}"
-                )
+                if recipient.reply_code is None:
+                    # No reply: the email never reached the provider.
+                    error = (
+                        f"the email for {recipient.address} could not be handed "
+                        f"to the provider: {reply}"
+                    )
+                else:
+                    error = (
+                        f"the provider refused the email for {recipient.address}: "
+                        f"{reply}"
+                    )
                 return error, message.last_error
         if message.status in _FAILED_MESSAGES:
             return f"the email was not delivered (message {message.status})", (
