@@ -16,8 +16,8 @@ from __future__ import annotations
 import zlib
 from array import array
 from collections.abc import Iterable, Sequence
-from itertools import chain as _chain
 from datetime import UTC, datetime
+from itertools import chain as _chain
 from typing import Any, Protocol
 
 from fpdf.fonts import CORE_FONTS_CHARWIDTHS
