@@ -34,6 +34,16 @@ class SecretBox:
     def encrypt(self, plaintext: str) -> bytes:
         return self._fernet.encrypt(plaintext.encode("utf-8"))
 
+    def rotate(self, token: bytes) -> bytes:
+        """Re-encrypt a stored secret with the first key."""
+        try:
+            return self._fernet.rotate(token)
+        except InvalidToken as exc:
+            raise SecretKeyError(
+                "a stored secret cannot be decrypted with any configured key; "
+                "keep the old key in POSTROOM_SECRET_KEY until rotation is done"
+            ) from exc
+
     def decrypt(self, token: bytes) -> str:
         try:
             return self._fernet.decrypt(token).decode("utf-8")

@@ -10,6 +10,7 @@ from postroom.cli.common import print_json, print_table, runtime
 from postroom.crypto import generate_key
 from postroom.domain import tokens
 from postroom.domain.db import transaction
+from postroom.domain.rekey import rotate_secrets
 
 app = typer.Typer(help="Create and revoke API bearer tokens.", no_args_is_help=True)
 key_app = typer.Typer(
@@ -51,6 +52,17 @@ def revoke(name: str) -> None:
     with runtime() as opened, transaction(opened.sessions) as session:
         tokens.revoke_token(session, name)
     typer.echo(f"revoked token {name}")
+
+
+@key_app.command("rotate")
+def rotate() -> None:
+    """Re-encrypt every stored secret with the first key of POSTROOM_SECRET_KEY."""
+    with runtime() as opened, transaction(opened.sessions) as session:
+        count = rotate_secrets(session, opened.secrets)
+    typer.echo(
+        f"re-encrypted {count} stored secrets with the first key; the other keys "
+        "can now be removed from POSTROOM_SECRET_KEY"
+    )
 
 
 @key_app.command("generate")
