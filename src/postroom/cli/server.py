@@ -114,7 +114,10 @@ def worker(
         delivery = Worker(opened)
         if drain:
             count = asyncio.run(delivery.drain())
-            typer.echo(f"made {count} delivery attempts; nothing more is due", err=True)
+            if count:
+                typer.echo(f"made {count} delivery attempts; nothing more is due", err=True)
+            else:
+                typer.echo("nothing was due for delivery", err=True)
             return
 
         async def main() -> None:
