@@ -286,3 +286,77 @@ def test_presets_endpoints(client: TestClient) -> None:
     assert one.json()["region"] == "eu"
     assert one.json()["security"] == "starttls"
     assert client.get("/api/presets/ses").status_code == 422
+
+
+def test_message_with_attachment_arrives(
+    client: TestClient, runtime: Runtime, start_sink: Callable[..., SinkServer]
+) -> None:
+    import base64
+    import email
+    import email.policy
+
+    server = start_sink(users={"alice": PASSWORD})
+    client.post("/api/profiles", json=profile_body(server.port))
+    pdf = b"%PDF-1.4 invoice 42 \x00\xff"
+
+    queued = client.post(
+        "/api/messages",
+        json={
+            "profile": "Orders",
+            "to": ["bob@example.com"],
+            "subject": "Invoice 42",
+            "text": "Attached.",
+            "attachments": [
+                {
+                    "filename": "Rechnung Nr. 42.pdf",
+                    "content_type": "application/pdf",
+                    "content_base64": base64.b64encode(pdf).decode(),
+                }
+            ],
+        },
+    )
+    asyncio.run(Worker(runtime).drain())
+
+    assert queued.status_code == 202
+    parsed = email.message_from_bytes(
+        server.handler.messages[0].content, policy=email.policy.default
+    )
+    (attachment,) = list(parsed.iter_attachments())
+    assert attachment.get_filename() == "Rechnung Nr. 42.pdf"
+    assert attachment.get_content_type() == "application/pdf"
+    assert attachment.get_content() == pdf
+
+
+@pytest.mark.parametrize(
+    ("attachment", "field"),
+    [
+        (
+            {"filename": "a.pdf", "content_base64": "not base64!"},
+            "attachments[0].content_base64",
+        ),
+        ({"filename": "", "content_base64": "AAAA"}, "attachments[0].filename"),
+        ({"filename": "a\nb", "content_base64": "AAAA"}, "attachments[0].filename"),
+        (
+            {"filename": "a", "content_type": "pdf", "content_base64": "AAAA"},
+            "attachments[0].content_type",
+        ),
+    ],
+)
+def test_invalid_attachment_is_422(
+    client: TestClient, attachment: dict[str, str], field: str
+) -> None:
+    client.post("/api/profiles", json=profile_body(2525))
+
+    answer = client.post(
+        "/api/messages",
+        json={
+            "profile": "Orders",
+            "to": ["a@example.com"],
+            "text": "x",
+            "attachments": [attachment],
+        },
+    )
+
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"][-1] == field
+    assert client.get("/api/messages").json() == []

@@ -115,7 +115,9 @@ def worker(
         if drain:
             count = asyncio.run(delivery.drain())
             if count:
-                typer.echo(f"made {count} delivery attempts; nothing more is due", err=True)
+                typer.echo(
+                    f"made {count} delivery attempts; nothing more is due", err=True
+                )
             else:
                 typer.echo("nothing was due for delivery", err=True)
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +19,22 @@ from postroom.domain.models import (
 from postroom.domain.profiles import find_profile, hold_reason
 from postroom.errors import InvalidInputError
 from postroom.mime.build import BuiltMessage, MessageDraft, build_message
+from postroom.mime.parts import Attachment
 from postroom.outbox.wakeup import notify_in_transaction
+from postroom.templates.attachments import check_total_size
+
+
+class AttachmentInput(BaseModel):
+    """A file to attach, with its content in base64 (RFC 4648)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str
+    content_type: str = "application/octet-stream"
+    content_base64: str
+    # Set it to show the file inline: the HTML body refers to it as
+    # <img src="cid:CONTENT_ID">.
+    content_id: str | None = None
 
 
 class MessageRequest(BaseModel):
@@ -35,6 +52,29 @@ class MessageRequest(BaseModel):
     text: str | None = None
     html: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    attachments: list[AttachmentInput] = Field(default_factory=list)
+
+
+def _attachments(request: MessageRequest) -> list[Attachment]:
+    files = []
+    for index, item in enumerate(request.attachments):
+        field = f"attachments[{index}].content_base64"
+        try:
+            content = base64.b64decode(
+                "".join(item.content_base64.split()), validate=True
+            )
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInputError(f"is not valid base64: {exc}", field=field) from exc
+        files.append(
+            Attachment(
+                filename=item.filename,
+                content=content,
+                content_type=item.content_type,
+                content_id=item.content_id,
+            )
+        )
+    check_total_size(files)
+    return files
 
 
 def store_message(
@@ -104,6 +144,7 @@ def enqueue(
             text=request.text,
             html=request.html,
             headers=request.headers,
+            attachments=_attachments(request),
         )
     )
     return store_message(
