@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from postroom import __version__
 from postroom.api.errors import install_error_handlers
-from postroom.api.routes import messages, profiles
+from postroom.api.routes import messages, metrics, profiles
 from postroom.runtime import Runtime
 
 log = logging.getLogger("postroom.api")
@@ -49,4 +49,5 @@ def create_app(runtime: Runtime, *, run_worker: bool = False) -> FastAPI:
 
     app.include_router(profiles.router)
     app.include_router(messages.router)
+    app.include_router(metrics.router)
     return app

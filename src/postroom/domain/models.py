@@ -106,6 +106,15 @@ class Profile(Base):
     connect_timeout: Mapped[float] = mapped_column(Float, default=30.0)
     command_timeout: Mapped[float] = mapped_column(Float, default=60.0)
 
+    # Delivery limits, matched to the provider's quotas; None means no limit.
+    # They hold across every worker sharing the database.
+    max_connections: Mapped[int] = mapped_column(Integer, default=4)
+    pool_idle_timeout: Mapped[float] = mapped_column(Float, default=60.0)
+    max_messages_per_second: Mapped[int | None] = mapped_column(Integer)
+    max_messages_per_minute: Mapped[int | None] = mapped_column(Integer)
+    max_messages_per_day: Mapped[int | None] = mapped_column(Integer)
+    max_recipients_per_message: Mapped[int | None] = mapped_column(Integer)
+
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow

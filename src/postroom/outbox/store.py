@@ -105,8 +105,12 @@ def claim_due(
     limit: int,
     lease_seconds: float,
     profile_names: list[str] | None = None,
+    exclude_profiles: list[str] | None = None,
 ) -> tuple[list[ClaimedMessage], dict[str, Profile]]:
     """Claim up to ``limit`` due messages; hold those whose profile cannot send.
+
+    ``exclude_profiles`` names profiles this worker cannot send for now (a
+    rate limit reached), whose messages stay for other workers or later.
 
     Returns the claimed messages and the profiles they need, by name.
     """
@@ -124,6 +128,8 @@ def claim_due(
         )
         if profile_names is not None:
             due = due.where(OutboxMessage.profile_name.in_(profile_names))
+        if exclude_profiles:
+            due = due.where(OutboxMessage.profile_name.not_in(exclude_profiles))
         if session.get_bind().dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True)
         claimed_ids = list(
@@ -298,8 +304,16 @@ def record_outcomes(
         )
 
 
-def release(sessions: sessionmaker[Session], message_pks: list[int]) -> None:
-    """Give claimed messages back to the queue untouched (graceful shutdown)."""
+def release(
+    sessions: sessionmaker[Session],
+    message_pks: list[int],
+    not_before: datetime | None = None,
+) -> None:
+    """Give claimed messages back to the queue untouched, counting no attempt.
+
+    Used at shutdown and when a profile's limit makes them wait; they are
+    due again at ``not_before`` (default now).
+    """
     if not message_pks:
         return
     with transaction(sessions) as session:
@@ -313,7 +327,7 @@ def release(sessions: sessionmaker[Session], message_pks: list[int]) -> None:
                 status=MessageStatus.QUEUED,
                 lease_owner=None,
                 lease_expires_at=None,
-                next_attempt_at=utcnow(),
+                next_attempt_at=not_before or utcnow(),
             )
             .execution_options(synchronize_session=False)
         )
