@@ -63,11 +63,15 @@ class ScriptedServer:
     # Every command line as received, AUTH payloads included, for assertions.
     commands: list[str] = field(default_factory=list)
     connections: int = 0
+    # Sessions open at the same time: now, and the most seen.
+    active: int = 0
+    max_active: int = 0
 
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
     _thread: threading.Thread | None = None
     _counters: dict[str, int] = field(default_factory=dict)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     def start(self) -> ScriptedServer:
         ready = threading.Event()
@@ -107,6 +111,19 @@ class ScriptedServer:
         if self._thread is not None:
             self._thread.join(5)
 
+    def drop_connections(self) -> None:
+        """Close every open session without a word, as an idle timeout does."""
+        assert self._loop is not None
+        done = threading.Event()
+
+        def drop() -> None:
+            for writer in list(self._writers):
+                writer.transport.abort()
+            done.set()
+
+        self._loop.call_soon_threadsafe(drop)
+        done.wait(5)
+
     def __enter__(self) -> ScriptedServer:
         return self.start()
 
@@ -129,6 +146,9 @@ class ScriptedServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self.connections += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        self._writers.add(writer)
         state: dict[str, Any] = {"tls": self.implicit_tls, "login": None}
         try:
             if not await self._send(writer, self.greeting):
@@ -137,6 +157,8 @@ class ScriptedServer:
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
+            self.active -= 1
+            self._writers.discard(writer)
             writer.close()
 
     async def _send(self, writer: asyncio.StreamWriter, reply: str | Delay) -> bool:

@@ -149,6 +149,11 @@ class ProfileLane:
             try:
                 while self.pending and not self.host.stopping:
                     message = self.pending.popleft()
+                    if message.start_by is not None and utcnow() > message.start_by:
+                        # Waited here too long: too little lease is left to be
+                        # sure another worker does not send it at the same time.
+                        self.host.give_back([message], None)
+                        continue
                     self.in_hand[task] = message
                     allowed, retry_at = await self._take_tokens(message)
                     if not allowed:

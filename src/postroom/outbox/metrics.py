@@ -14,7 +14,12 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -139,3 +144,18 @@ class DatabaseCollector(Collector):
             oldest.add_metric([profile], max(age, 0.0))
         yield messages
         yield oldest
+
+
+class _ProcessCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        yield from PROCESS_REGISTRY.collect()
+
+
+def start_metrics_server(
+    sessions: sessionmaker[Session], port: int, host: str = "127.0.0.1"
+) -> None:
+    """Serve /metrics from a background thread, for `postroom worker`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(sessions))
+    registry.register(_ProcessCollector())
+    start_http_server(port, addr=host, registry=registry)

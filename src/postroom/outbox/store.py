@@ -61,6 +61,9 @@ class ClaimedMessage:
     # Recipients settled by earlier attempts, for the final status.
     earlier_accepted: int = 0
     earlier_failed: int = 0
+    # Sending must start by then, half way through the lease, so that it
+    # ends before another worker may take the message over.
+    start_by: datetime | None = None
 
 
 @dataclass
@@ -150,6 +153,9 @@ def claim_due(
             return [], {}
 
         messages = _load_claimed(session, claimed_ids)
+        start_by = now + timedelta(seconds=lease_seconds / 2)
+        for message in messages:
+            message.start_by = start_by
         names = {message.profile_name for message in messages}
         profiles = {
             profile.name: profile
@@ -308,11 +314,13 @@ def release(
     sessions: sessionmaker[Session],
     message_pks: list[int],
     not_before: datetime | None = None,
+    worker_id: str | None = None,
 ) -> None:
     """Give claimed messages back to the queue untouched, counting no attempt.
 
     Used at shutdown and when a profile's limit makes them wait; they are
-    due again at ``not_before`` (default now).
+    due again at ``not_before`` (default now). With ``worker_id``, only
+    messages still leased to that worker are released.
     """
     if not message_pks:
         return
@@ -322,6 +330,11 @@ def release(
             .where(
                 OutboxMessage.id.in_(message_pks),
                 OutboxMessage.status == MessageStatus.SENDING,
+                *(
+                    [OutboxMessage.lease_owner == worker_id]
+                    if worker_id is not None
+                    else []
+                ),
             )
             .values(
                 status=MessageStatus.QUEUED,

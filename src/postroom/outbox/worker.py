@@ -304,6 +304,7 @@ class Worker:
                 self.sessions,
                 [message.id for message in messages],
                 not_before,
+                self.worker_id,
             )
         except Exception as exc:
             # Their lease runs out and they become due again all the same.
