@@ -232,7 +232,8 @@ class ScriptedServer:
                 reply = self._scripted(
                     "DATA", argument, "250 2.0.0 OK queued as SCRIPTED1"
                 )
-                if isinstance(reply, str) and reply.startswith("250"):
+                final = reply.then if isinstance(reply, Delay) else reply
+                if isinstance(final, str) and final.startswith("250"):
                     self.messages.append(
                         Received(
                             mail_from or "", list(rcpt_tos), content, state["login"]
