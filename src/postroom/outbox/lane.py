@@ -2,10 +2,12 @@
 
 Each sender task holds one pooled connection and sends the lane's messages
 over it one after another; up to the profile's connection limit of senders
-run at once. A sender lets the server accept its next message (the final
-"." of DATA) only after the previous message's outcome is committed, so a
-worker that dies leaves at most one accepted but unrecorded message per
-sender, which is sent again with the same Message-ID.
+run at once. A sender lets the server accept a message (the final "." of
+DATA) only while fewer than ``unrecorded_per_connection`` of its earlier
+messages wait to be committed, so a worker that dies leaves at most that
+many accepted but unrecorded messages per sender, which are sent again with
+the same Message-ID. With 1, a sender waits for each outcome's commit
+before the next message is accepted.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ class LaneHost(Protocol):
 
     sessions: sessionmaker[Session]
     concurrency: asyncio.Semaphore
+    unrecorded_per_connection: int
 
     @property
     def stopping(self) -> bool: ...
 
-    def finish(self, report: AttemptReport) -> Awaitable[None]: ...
+    def finish(self, report: AttemptReport) -> asyncio.Future[None]: ...
 
     def give_back(
         self, messages: list[ClaimedMessage], not_before: datetime | None
@@ -144,7 +147,8 @@ class ProfileLane:
         assert task is not None
         async with self.host.concurrency:
             connection: PooledConnection | None = None
-            previous: Awaitable[None] | None = None
+            # Commits of this sender's outcomes not known to be done, oldest first.
+            unrecorded: deque[asyncio.Future[None]] = deque()
             finished = False
             try:
                 while self.pending and not self.host.stopping:
@@ -161,9 +165,13 @@ class ProfileLane:
                         self.pending.appendleft(message)
                         self._block(retry_at or utcnow() + timedelta(seconds=1))
                         break
-                    report, connection = await self._deliver(
-                        message, connection, previous
-                    )
+                    while unrecorded and unrecorded[0].done():
+                        unrecorded.popleft()
+                    window = self.host.unrecorded_per_connection
+                    # Outcomes are committed in the order they were handed in,
+                    # so once this one is done, every older one is too.
+                    gate = unrecorded[-window] if len(unrecorded) >= window else None
+                    report, connection = await self._deliver(message, connection, gate)
                     self.in_hand.pop(task, None)
                     if report is None:
                         # No connection slot is free: other workers use them all.
@@ -171,7 +179,7 @@ class ProfileLane:
                         if not any(self.in_hand.values()):
                             self._block(utcnow() + timedelta(seconds=1))
                         break
-                    previous = self.host.finish(report)
+                    unrecorded.append(self.host.finish(report))
                 finished = True
             finally:
                 # A sender cancelled mid-transaction leaves its connection in

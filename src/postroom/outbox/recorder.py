@@ -1,9 +1,9 @@
 """Write attempt outcomes to the database in batches (group commit).
 
 Senders hand in outcomes as replies arrive and get a future that completes
-once the outcome is committed. While one transaction is being written, the
-next outcomes gather, so under load each commit carries many of them and
-when idle each is written at once. A failed write is retried until it
+once the outcome is committed. The recorder lets outcomes gather for a few
+milliseconds, and while one transaction is being written the next ones
+gather too, so under load each commit carries many of them. A failed write is retried until it
 succeeds: an outcome is never dropped, and until it is committed the message
 stays claimed, so a worker that dies meanwhile leaves it to be sent again.
 """
@@ -22,6 +22,10 @@ log = logging.getLogger("postroom.delivery")
 
 _RETRY_FIRST_SECONDS = 0.2
 _RETRY_MAX_SECONDS = 5.0
+# How long the first outcome of a batch waits for others, and the most
+# outcomes one transaction carries.
+_LINGER_SECONDS = 0.005
+_MAX_BATCH = 500
 
 
 class Recorder:
@@ -62,7 +66,10 @@ class Recorder:
                 await self._arrived.wait()
                 self._arrived.clear()
                 continue
-            batch, self._pending = self._pending, []
+            if len(self._pending) < _MAX_BATCH and not self._closing:
+                await asyncio.sleep(_LINGER_SECONDS)
+            batch = self._pending[:_MAX_BATCH]
+            del self._pending[:_MAX_BATCH]
             try:
                 await asyncio.to_thread(
                     store.record_outcomes,

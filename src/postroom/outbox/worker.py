@@ -98,6 +98,7 @@ class Worker:
             max_age_seconds=config.max_message_age_seconds,
         )
         self.concurrency = asyncio.Semaphore(config.worker_concurrency)
+        self.unrecorded_per_connection = config.worker_unrecorded_per_connection
         self.lanes: dict[str, ProfileLane] = {}
         self.attempts = 0
         self._stopping = False

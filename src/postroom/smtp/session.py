@@ -386,9 +386,7 @@ class SmtpSession:
                         details={"size": len(message), "size_limit": limit},
                     )
                 options.append(f"SIZE={len(message)}")
-            if any(byte > 127 for byte in message) and client.supports_extension(
-                "8bitmime"
-            ):
+            if not message.isascii() and client.supports_extension("8bitmime"):
                 options.append("BODY=8BITMIME")
             mail_from = await client.mail(
                 envelope_sender, options=options, encoding=encoding
