@@ -50,8 +50,8 @@ class Settings(BaseModel):
     # each uses a connection of its own.
     worker_concurrency: int = Field(default=16, ge=1, le=1000)
     # Messages a connection may have had accepted by the server before their
-    # outcomes are committed; a killed worker sends at most concurrency
-    # times this many messages again.
+    # outcomes are committed. A killed worker sends at most concurrency times
+    # this many messages again.
     worker_unrecorded_per_connection: int = Field(default=8, ge=1, le=1000)
     shutdown_timeout_seconds: float = Field(default=30.0, ge=0)
     lease_seconds: float = Field(default=300.0, gt=0)

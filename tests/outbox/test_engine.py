@@ -249,7 +249,7 @@ def test_tls_failure_on_reconnect_is_recorded(
     with BackgroundWorker(runtime):
         first = queue(runtime)
         wait_for(lambda: view(runtime, first)["status"] == "sent")
-        # The server now presents a certificate from a CA nobody trusts, and
+        # The server now presents a certificate from a CA the profile does not trust, and
         # drops the pooled connection, so the next message must reconnect.
         server.tls_context = certificates.untrusted.server_context()
         server.drop_connections()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -147,3 +148,28 @@ def test_sigterm_deadline_gives_message_back(
     assert [message["status"] for message in shown] == ["queued"] * 4
     assert [message["attempt_count"] for message in shown] == [0] * 4
     assert {m.lease_owner for m in rows(runtime)} == {None}
+
+
+def test_worker_serves_metrics(
+    runtime: Runtime, start_scripted: Callable[..., ScriptedServer], tmp_path: Path
+) -> None:
+    server = start_scripted()
+    add_profile(runtime, server.port)
+    message_pk = queue(runtime)
+    port = free_port()
+    env = process_env(runtime, tmp_path / "data")
+    worker = Process(["worker", "--metrics-port", str(port)], env, tmp_path / "w.log")
+    try:
+        wait_for(lambda: view(runtime, message_pk)["status"] == "sent")
+        wait_for_port(port)
+        answer = httpx.get(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        assert worker.stop() == 0
+
+    assert answer.status_code == 200
+    assert 'postroom_messages{profile="Orders",status="sent"} 1.0' in answer.text
+    assert (
+        'postroom_delivery_attempts_total{outcome="sent",profile="Orders"} 1.0'
+        in answer.text
+    )
+    assert 'postroom_pool_connections{profile="Orders",state="idle"} 1.0' in answer.text

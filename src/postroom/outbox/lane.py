@@ -41,7 +41,7 @@ RESERVE_AT_ONCE = 50
 
 
 class LaneHost(Protocol):
-    """What a lane needs from its worker."""
+    """The worker's state and callbacks that a lane uses."""
 
     sessions: sessionmaker[Session]
     concurrency: asyncio.Semaphore
@@ -199,7 +199,7 @@ class ProfileLane:
         )
         # NOTE: a message split into more transactions than the smallest rate
         # limit allows in one window is counted as that limit, or it could
-        # never be sent; the provider sees a short burst above the limit.
+        # never be sent. The provider then gets a short burst above the limit.
         needed = min(transactions, smallest)
         async with self._token_lock:
             tokens = self._tokens
@@ -209,13 +209,13 @@ class ProfileLane:
                 # count them, so using them now could exceed its limit.
                 tokens.count = 0
             if tokens.count < needed:
-                wanted = max(needed, min(len(self.pending) + 1, RESERVE_AT_ONCE))
+                requested = max(needed, min(len(self.pending) + 1, RESERVE_AT_ONCE))
                 grant: Grant = await asyncio.to_thread(
                     reserve_sends,
                     self.host.sessions,
                     self.name,
                     self.limits.rates,
-                    wanted,
+                    requested,
                     now,
                 )
                 tokens.count += grant.granted

@@ -260,6 +260,11 @@ class Worker:
         limits = ProfileLimits.of(profile)
         lane = self.lanes.get(profile.name)
         if lane is None or lane.pool.profile_id != profile.id:
+            if lane is not None:
+                # The profile was deleted and created again under its name.
+                retired = asyncio.create_task(lane.pool.close())
+                self._releases.add(retired)
+                retired.add_done_callback(self._releases.discard)
             pool = ConnectionPool(
                 profile.name,
                 profile.id,
@@ -337,8 +342,24 @@ class Worker:
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
+        # A sender that found no free connection slot may have put its
+        # message back after the first round.
+        for lane in self.lanes.values():
+            self.give_back(lane.take_pending(), None)
         if self._recorder is not None:
-            await self._recorder.close()
+            try:
+                await asyncio.wait_for(
+                    self._recorder.close(),
+                    timeout=max(self.runtime.settings.shutdown_timeout_seconds, 5.0),
+                )
+            except TimeoutError:
+                # The database is unreachable: these messages stay claimed
+                # until their lease runs out, and are then sent again.
+                log.error(
+                    "cannot record delivery outcomes before exiting; their "
+                    "messages will be sent again when their lease expires",
+                    extra={"worker": self.worker_id},
+                )
         if self._releases:
             await asyncio.gather(*self._releases, return_exceptions=True)
         for lane in self.lanes.values():
