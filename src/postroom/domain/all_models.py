@@ -4,3 +4,4 @@ from postroom.domain import (
     models,  # noqa: F401
     usage,  # noqa: F401
 )
+from postroom.domain import outbox_indexes  # noqa: F401

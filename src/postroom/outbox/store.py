@@ -34,6 +34,7 @@ from postroom.domain.models import (
 from postroom.domain.profiles import hold_reason
 
 _RETRYABLE_RECIPIENTS = (RecipientStatus.PENDING, RecipientStatus.DEFERRED)
+_DUE_STATUSES = text("messages.status IN ('queued', 'sending')")
 
 
 @dataclass
@@ -138,7 +139,9 @@ def claim_due(
         due = (
             select(OutboxMessage.id)
             .where(
-                OutboxMessage.status.in_([MessageStatus.QUEUED, MessageStatus.SENDING]),
+                # Written out, not bound, so that PostgreSQL can prove the
+                # partial index ix_messages_due applies even to a generic plan.
+                _DUE_STATUSES,
                 OutboxMessage.next_attempt_at <= now,
             )
             .order_by(OutboxMessage.next_attempt_at)

@@ -1,4 +1,4 @@
-"""Delivery limits on profiles and the shared accounting of what they sent.
+"""Delivery limits on profiles, the accounting of what they sent, a due index.
 
 Revision ID: 0005
 Revises: 0001
@@ -48,9 +48,18 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("max_recipients_per_message", sa.Integer(), nullable=True)
         )
+    op.create_index(
+        "ix_messages_due",
+        "messages",
+        ["next_attempt_at"],
+        unique=False,
+        postgresql_where=sa.text("status IN ('queued', 'sending')"),
+        sqlite_where=sa.text("status IN ('queued', 'sending')"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_due", table_name="messages")
     with op.batch_alter_table("profiles", schema=None) as batch_op:
         batch_op.drop_column("max_recipients_per_message")
         batch_op.drop_column("max_messages_per_day")
