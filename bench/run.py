@@ -554,7 +554,8 @@ def write_report(results: dict[str, Any], path: Path) -> None:
     lines = [
         "# Benchmarks",
         "",
-        "Figures from one run of `bench/run.py`, which rewrites this page. Each",
+        "Figures from one run of `bench/run.py`, which rewrites this page and",
+        "appends `bench/notes.md` to it. Each",
         "comparison was measured side by side in the same run, in alternating",
         "rounds, and the median round is shown.",
         "",
@@ -656,7 +657,9 @@ def write_report(results: dict[str, Any], path: Path) -> None:
             f"peak grows by {growth:.1f} MiB: a worker holds at most two claim "
             "batches in memory, whatever the queue's length.",
         ]
-    lines += ["", "## Notes", ""] + [f"- {note}" for note in results["notes"]]
+    notes = ROOT / "bench" / "notes.md"
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip()]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -674,7 +677,6 @@ def main() -> None:
         help="Queue lengths, comma-separated.",
     )
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    parser.add_argument("--note", action="append", default=[], help="Add a note.")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as temp:
@@ -685,7 +687,6 @@ def main() -> None:
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "command": "python bench/run.py " + " ".join(sys.argv[1:]),
             "hardware": hardware(),
-            "notes": list(args.note),
         }
         with postgres_database() as pg_url:
             databases = [Database(None, "SQLite"), Database(pg_url, "PostgreSQL")]
