@@ -14,25 +14,26 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         "# Benchmarks",
         "",
         "Figures from one run of `bench/run.py`, which rewrites this page and",
-        "appends `bench/notes.md` to it. Each",
-        "comparison was measured side by side in the same run, in alternating",
-        "rounds, and the median round is shown.",
+        "appends `bench/notes.md` to it. Each comparison was measured side by",
+        "side in the same run, in alternating rounds; the tables show medians.",
         "",
         f"- Date: {results['date']}",
         f"- Command: `{results['command']}`",
-        f"- Machine: {results['hardware']}. The machine is shared with other",
-        "  work, so figures move by 10-20 % between runs.",
+        f"- Machine: {results['hardware']}.",
+        "- PostgreSQL runs with its defaults; the engine commits claims and",
+        "  outcomes with `synchronous_commit = off` (see docs/delivery.md).",
+        "- The machine is shared with other work, so figures move between runs.",
         "- Sinks: `bench/sink.py`, a minimal asyncio SMTP server in its own",
         "  process that stores nothing.",
         "",
         "## Throughput against a fast sink",
         "",
         f"{args.messages:,} messages of about 1 KB, one recipient each, over "
-        f"{args.connections} connections. *Ceiling*: aiosmtplib "
-        "`sendmail` over the same number of reused connections, with nothing",
-        "else to do. *Engine*: `Worker.drain()` in the benchmark process, from",
-        "messages already queued to every outcome committed, logging one JSON",
-        "line per attempt as `postroom worker` does.",
+        f"{args.connections} connections.",
+        "*Ceiling*: aiosmtplib `sendmail` over the same number of reused",
+        "connections, with nothing else to do. *Engine*: `Worker.drain()` in",
+        "the benchmark process, from messages already queued to every outcome",
+        "committed, logging one JSON line per attempt as `postroom worker` does.",
         "",
         "| database | ceiling (msg/s) | engine (msg/s) | engine / ceiling | target |",
         "| --- | ---: | ---: | ---: | --- |",
@@ -113,7 +114,7 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         lines += [
             "",
             f"From {first['queued']:,} to {last['queued']:,} queued messages the "
-            f"peak grows by {growth:.1f} MiB: a worker holds at most two claim "
+            f"peak changes by {growth:+.1f} MiB: a worker holds at most two claim "
             "batches in memory, whatever the queue's length.",
         ]
     notes = ROOT / "bench" / "notes.md"
