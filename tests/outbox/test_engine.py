@@ -56,7 +56,7 @@ def test_pool_reuses_one_connection(
     assert server.commands.count("QUIT") == 1
 
 
-def test_same_profile_sends_concurrently_within_limit(
+def test_profile_sends_concurrently_within_limit(
     any_runtime: Runtime, start_scripted: Callable[..., ScriptedServer]
 ) -> None:
     server = start_scripted(replies={"DATA": Delay(0.1, "250 2.0.0 OK queued as X")})
@@ -91,7 +91,7 @@ def test_server_closing_idle_connection_is_reopened(
     assert len(server.messages) == 2
 
 
-def test_421_on_reused_connection_retried_once_without_attempt(
+def test_421_on_reused_connection_retried(
     runtime: Runtime, start_scripted: Callable[..., ScriptedServer]
 ) -> None:
     # The second MAIL FROM meets a server that timed the connection out
@@ -286,7 +286,7 @@ def test_recipients_split_into_transactions(
     assert len({m.content for m in server.messages}) == 1
 
 
-def test_split_transaction_failure_defers_only_its_recipients(
+def test_split_failure_defers_own_recipients(
     any_runtime: Runtime, start_scripted: Callable[..., ScriptedServer]
 ) -> None:
     server = start_scripted(

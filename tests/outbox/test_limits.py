@@ -12,7 +12,7 @@ from postroom.runtime import Runtime
 NOW = datetime(2026, 3, 29, 0, 59, 59, 700_000, tzinfo=UTC)
 
 
-def test_reservations_stop_at_limit_until_window_ends(any_runtime: Runtime) -> None:
+def test_reservation_stops_at_limit(any_runtime: Runtime) -> None:
     rates = {"minute": 3}
 
     first = reserve_sends(any_runtime.sessions, "Orders", rates, 2, NOW)
