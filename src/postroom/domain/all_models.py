@@ -2,6 +2,6 @@
 
 from postroom.domain import (
     models,  # noqa: F401
+    outbox_indexes,  # noqa: F401
     usage,  # noqa: F401
 )
-from postroom.domain import outbox_indexes  # noqa: F401
