@@ -53,6 +53,14 @@ class Settings(BaseModel):
     # Delivery worker.
     worker_batch_size: int = Field(default=50, ge=1, le=10_000)
     worker_poll_seconds: float = Field(default=1.0, gt=0)
+    # Messages one worker process sends at the same time, across profiles;
+    # each uses a connection of its own.
+    worker_concurrency: int = Field(default=16, ge=1, le=1000)
+    # Messages a connection may have had accepted by the server before their
+    # outcomes are committed. A killed worker sends at most concurrency times
+    # this many messages again.
+    worker_unrecorded_per_connection: int = Field(default=8, ge=1, le=1000)
+    shutdown_timeout_seconds: float = Field(default=30.0, ge=0)
     lease_seconds: float = Field(default=300.0, gt=0)
     max_attempts: int = Field(default=8, ge=1)
     max_message_age_seconds: float = Field(default=2 * 24 * 3600.0, gt=0)

@@ -31,6 +31,11 @@ from tests.peers.xoauth2_smtp import XOAuth2Handler
 MAILBOX = "orders@example.com"
 
 
+def oauth_warnings(view: Any) -> list[str]:
+    # The test servers run without TLS, so every view also warns about that.
+    return [warning for warning in view.warnings if "OAuth" in warning]
+
+
 def connect_profile(
     runtime: Runtime,
     provider: OAuthServer,
@@ -325,16 +330,16 @@ def test_warning_before_known_refresh_token_expiry(
     oauth_provider.rotate = True
     oauth_provider.refresh_token_lifetime = 3 * 24 * 3600
     connect_profile(runtime, oauth_provider, xoauth2_server)
-    assert profile_view(runtime).warnings == []
+    assert oauth_warnings(profile_view(runtime)) == []
 
     assert test_email(runtime).ok
 
     shown = profile_view(runtime)
     assert shown.oauth is not None
     assert shown.oauth.refresh_token_expires_at is not None
-    assert len(shown.warnings) == 1
-    assert "refresh token expires" in shown.warnings[0]
-    assert "reconnect the account" in shown.warnings[0]
+    (warning,) = oauth_warnings(shown)
+    assert "refresh token expires" in warning
+    assert "reconnect the account" in warning
 
 
 def test_no_warning_for_distant_expiry(
@@ -345,7 +350,7 @@ def test_no_warning_for_distant_expiry(
     connect_profile(runtime, oauth_provider, xoauth2_server)
 
     assert test_email(runtime).ok
-    assert profile_view(runtime).warnings == []
+    assert oauth_warnings(profile_view(runtime)) == []
 
 
 def test_worker_delivers_with_xoauth2(
@@ -389,7 +394,7 @@ def test_worker_holds_mail_until_reconnected(
     assert view(runtime, message_pk)["status"] == "queued"
     drain(runtime)
     assert view(runtime, message_pk)["status"] == "sent"
-    assert profile_view(runtime, "Held").warnings == []
+    assert oauth_warnings(profile_view(runtime, "Held")) == []
 
 
 def test_xoauth2_profile_needs_client_id(runtime: Runtime) -> None:

@@ -215,3 +215,49 @@ def test_profile_create_unknown_preset(cli: Invoke) -> None:
 
     assert result.exit_code == 2
     assert "preset: preset 'ses' needs a region" in result.stderr
+
+
+def test_profile_limits_options(cli: Invoke) -> None:
+    created = create_orders(
+        cli,
+        2525,
+        "--max-connections",
+        "2",
+        "--max-messages-per-minute",
+        "30",
+        "--max-recipients-per-message",
+        "100",
+        "--json",
+    )
+    updated = cli(
+        "profile", "update", "Orders", "--max-messages-per-minute", "0", "--json"
+    )
+    invalid = cli("profile", "update", "Orders", "--max-connections", "0")
+
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout)["max_connections"] == 2
+    assert json.loads(created.stdout)["max_messages_per_minute"] == 30
+    assert json.loads(created.stdout)["max_recipients_per_message"] == 100
+    assert json.loads(updated.stdout)["max_messages_per_minute"] is None
+    assert invalid.exit_code == 2
+    assert "max_connections: must be between 1 and 100" in invalid.output
+
+
+def test_message_cancel_and_retry(cli: Invoke) -> None:
+    create_orders(cli, 2525)
+    sent = cli("send", "--profile", "Orders", "--to", "bob@example.com", "--text", "Hi")
+    message_pk = sent.stdout.strip()
+
+    cancelled = cli("message", "cancel", message_pk)
+    again = cli("message", "cancel", message_pk)
+    retried = cli("message", "retry", message_pk, "--json")
+    missing = cli("message", "retry", "999")
+
+    assert cancelled.exit_code == 0
+    assert cancelled.stdout == f"message {message_pk} is cancelled\n"
+    assert again.exit_code == 1
+    assert "cannot be cancelled because its status is cancelled" in again.output
+    assert retried.exit_code == 0
+    assert json.loads(retried.stdout)["status"] == "queued"
+    assert missing.exit_code == 1
+    assert "no message with id 999" in missing.output

@@ -177,7 +177,7 @@ def test_delivery_and_test_email_agree(
     tested = asyncio.run(
         send_test_email("Orders", settings, "orders@example.com", "bob@example.com")
     )
-    asyncio.run(Worker(runtime).run_once())
+    asyncio.run(Worker(runtime).drain())
     with transaction(runtime.sessions) as session:
         message = session.get(OutboxMessage, message_pk)
         assert message is not None

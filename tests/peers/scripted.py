@@ -86,6 +86,9 @@ class ScriptedServer:
     # Every command line as received, AUTH payloads included, for assertions.
     commands: list[str] = field(default_factory=list)
     connections: int = 0
+    # Sessions open at the same time: now, and the most seen.
+    active: int = 0
+    max_active: int = 0
 
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
@@ -93,6 +96,7 @@ class ScriptedServer:
     _counters: dict[str, int] = field(default_factory=dict)
     # Strong references: the loop keeps only weak ones to running tasks.
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     def start(self) -> ScriptedServer:
         ready = threading.Event()
@@ -141,6 +145,19 @@ class ScriptedServer:
             loop.call_soon_threadsafe(shutdown)
         if self._thread is not None:
             self._thread.join(5)
+
+    def drop_connections(self) -> None:
+        """Close every open session without a word, as an idle timeout does."""
+        assert self._loop is not None
+        done = threading.Event()
+
+        def drop() -> None:
+            for writer in list(self._writers):
+                writer.transport.abort()
+            done.set()
+
+        self._loop.call_soon_threadsafe(drop)
+        done.wait(5)
 
     def __enter__(self) -> ScriptedServer:
         return self.start()
@@ -216,6 +233,9 @@ class ScriptedServer:
         implicit: bool | None = None,
     ) -> None:
         self.connections += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        self._writers.add(writer)
         tls = self.implicit_tls if implicit is None else implicit
         state: dict[str, Any] = {"tls": tls, "login": None}
         greeting = self.greeting
@@ -228,6 +248,8 @@ class ScriptedServer:
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
+            self.active -= 1
+            self._writers.discard(writer)
             writer.close()
 
     async def _send(
@@ -307,7 +329,8 @@ class ScriptedServer:
                 reply = self._scripted(
                     "DATA", argument, "250 2.0.0 OK queued as SCRIPTED1"
                 )
-                if isinstance(reply, str) and reply.startswith("250"):
+                final = reply.then if isinstance(reply, Delay) else reply
+                if isinstance(final, str) and final.startswith("250"):
                     self.messages.append(
                         Received(
                             mail_from or "", list(rcpt_tos), content, state["login"]

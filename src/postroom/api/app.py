@@ -16,6 +16,7 @@ from postroom.api.routes import (
     events,
     jobs,
     messages,
+    metrics,
     oauth,
     presets,
     probe,
@@ -78,4 +79,5 @@ def create_app(
     app.include_router(reports.router)
     app.include_router(templates.router)
     app.include_router(events.router)
+    app.include_router(metrics.router)
     return app

@@ -11,6 +11,7 @@ from postroom.cli.common import print_fields, print_json, print_table, runtime
 from postroom.domain.db import transaction
 from postroom.domain.models import OutboxMessage
 from postroom.errors import NotFoundError
+from postroom.outbox.actions import cancel_message, retry_message
 from postroom.outbox.queue import MessageRequest, enqueue, message_view
 
 app = typer.Typer(help="Inspect queued and sent messages.", no_args_is_help=True)
@@ -127,3 +128,31 @@ def list_(
         views,
         ["id", "profile", "status", "subject", "attempt_count", "provider_queue_id"],
     )
+
+
+@app.command("retry")
+def retry(
+    message_pk: Annotated[int, typer.Argument(metavar="ID")],
+    as_json: JsonOption = False,
+) -> None:
+    """Queue a message again now (waiting, failed, partly sent or cancelled)."""
+    with runtime() as opened, transaction(opened.sessions) as session:
+        view = message_view(retry_message(session, message_pk))
+    if as_json:
+        print_json(view)
+        return
+    typer.echo(f"message {message_pk} is queued and due now")
+
+
+@app.command("cancel")
+def cancel(
+    message_pk: Annotated[int, typer.Argument(metavar="ID")],
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel a queued or held message so that it is not sent."""
+    with runtime() as opened, transaction(opened.sessions) as session:
+        view = message_view(cancel_message(session, message_pk))
+    if as_json:
+        print_json(view)
+        return
+    typer.echo(f"message {message_pk} is cancelled")

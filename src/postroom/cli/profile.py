@@ -112,6 +112,45 @@ PresetOption = Annotated[
         "explicitly override it.",
     ),
 ]
+MaxConnections = Annotated[
+    int | None,
+    typer.Option(
+        "--max-connections",
+        help="Connections open at once to the server, across all workers (default 4).",
+    ),
+]
+PoolIdleTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--pool-idle-timeout",
+        help="Seconds an unused connection stays open for the next message "
+        "(default 60; 0 closes it at once).",
+    ),
+]
+PerSecond = Annotated[
+    int | None,
+    typer.Option(
+        "--max-messages-per-second", help="Messages per second; 0 for no limit."
+    ),
+]
+PerMinute = Annotated[
+    int | None,
+    typer.Option(
+        "--max-messages-per-minute", help="Messages per minute; 0 for no limit."
+    ),
+]
+PerDay = Annotated[
+    int | None,
+    typer.Option("--max-messages-per-day", help="Messages per day; 0 for no limit."),
+]
+MaxRecipients = Annotated[
+    int | None,
+    typer.Option(
+        "--max-recipients-per-message",
+        help="Envelope recipients per SMTP transaction; a message with more is "
+        "sent as several. 0 for no limit.",
+    ),
+]
 
 
 def _input(
@@ -132,6 +171,7 @@ def _input(
     ca_bundle: str | None,
     connect_timeout: float | None,
     command_timeout: float | None,
+    limits: dict[str, Any],
     clear_password: bool = False,
     preset: str | None = None,
 ) -> profiles.ProfileInput:
@@ -152,6 +192,7 @@ def _input(
         "connect_timeout": connect_timeout,
         "command_timeout": command_timeout,
         "preset": preset,
+        **limits,
     }
     given = {key: value for key, value in values.items() if value is not None}
     if password_stdin:
@@ -194,6 +235,12 @@ def create(
     connect_timeout: ConnectTimeout = None,
     command_timeout: CommandTimeout = None,
     preset: PresetOption = None,
+    max_connections: MaxConnections = None,
+    pool_idle_timeout: PoolIdleTimeout = None,
+    max_messages_per_second: PerSecond = None,
+    max_messages_per_minute: PerMinute = None,
+    max_messages_per_day: PerDay = None,
+    max_recipients_per_message: MaxRecipients = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create an email profile, optionally from a provider preset."""
@@ -216,6 +263,14 @@ def create(
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
             preset=preset,
+            limits={
+                "max_connections": max_connections,
+                "pool_idle_timeout": pool_idle_timeout,
+                "max_messages_per_second": max_messages_per_second,
+                "max_messages_per_minute": max_messages_per_minute,
+                "max_messages_per_day": max_messages_per_day,
+                "max_recipients_per_message": max_recipients_per_message,
+            },
         )
         with transaction(opened.sessions) as session:
             view = profiles.ProfileView.of(
@@ -249,6 +304,12 @@ def update(
     connect_timeout: ConnectTimeout = None,
     command_timeout: CommandTimeout = None,
     preset: PresetOption = None,
+    max_connections: MaxConnections = None,
+    pool_idle_timeout: PoolIdleTimeout = None,
+    max_messages_per_second: PerSecond = None,
+    max_messages_per_minute: PerMinute = None,
+    max_messages_per_day: PerDay = None,
+    max_recipients_per_message: MaxRecipients = None,
     as_json: JsonOption = False,
 ) -> None:
     """Change the given fields of a profile; the stored password stays unless replaced."""
@@ -270,6 +331,14 @@ def update(
             ca_bundle=ca_bundle,
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
+            limits={
+                "max_connections": max_connections,
+                "pool_idle_timeout": pool_idle_timeout,
+                "max_messages_per_second": max_messages_per_second,
+                "max_messages_per_minute": max_messages_per_minute,
+                "max_messages_per_day": max_messages_per_day,
+                "max_recipients_per_message": max_recipients_per_message,
+            },
             clear_password=clear_password,
             preset=preset,
         )

@@ -22,6 +22,7 @@ from postroom.devserver.sink import (
     SinkServer,
     server_tls_context,
 )
+from postroom.outbox.metrics import start_metrics_server
 from postroom.outbox.worker import Worker
 
 
@@ -108,10 +109,30 @@ def worker(
     drain: Annotated[
         bool, typer.Option("--drain", help="Send what is due now, then exit.")
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics.",
+        ),
+    ] = None,
 ) -> None:
-    """Run a delivery worker without the HTTP API."""
+    """Run a delivery worker without the HTTP API.
+
+    Any number of workers can share a PostgreSQL database. SIGTERM or Ctrl-C
+    stops claiming, lets messages being sent finish within
+    shutdown_timeout_seconds and gives the rest back to the queue.
+    """
     with runtime(log_level=None) as opened:
         delivery = Worker(opened)
+        if metrics_port is not None:
+            try:
+                start_metrics_server(opened.sessions, metrics_port)
+            except OSError as exc:
+                fail(
+                    f"cannot serve metrics on 127.0.0.1 port {metrics_port}: "
+                    f"{exc.strerror or exc}"
+                )
         if drain:
             count = asyncio.run(delivery.drain())
             if count:

@@ -122,6 +122,14 @@ class Profile(Base):
     # A TLS client certificate chain and its private key, both PEM, encrypted.
     client_certificate_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     client_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Delivery limits, matched to the provider's quotas; None means no limit.
+    # They hold across every worker sharing the database.
+    max_connections: Mapped[int] = mapped_column(Integer, default=4)
+    pool_idle_timeout: Mapped[float] = mapped_column(Float, default=60.0)
+    max_messages_per_second: Mapped[int | None] = mapped_column(Integer)
+    max_messages_per_minute: Mapped[int | None] = mapped_column(Integer)
+    max_messages_per_day: Mapped[int | None] = mapped_column(Integer)
+    max_recipients_per_message: Mapped[int | None] = mapped_column(Integer)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(

@@ -32,6 +32,16 @@ from postroom.domain.validation import (
 from postroom.errors import ConflictError, InvalidInputError, NotFoundError
 
 MAX_TIMEOUT_SECONDS = 600.0
+MAX_CONNECTIONS = 100
+MAX_POOL_IDLE_SECONDS = 3600.0
+
+# Delivery limits where 0 or null means "no limit".
+LIMIT_FIELDS = (
+    "max_messages_per_second",
+    "max_messages_per_minute",
+    "max_messages_per_day",
+    "max_recipients_per_message",
+)
 
 # Fields a caller may set, in the order they are validated and shown.
 _PLAIN_FIELDS = (
@@ -50,6 +60,9 @@ _PLAIN_FIELDS = (
     "ca_bundle",
     "connect_timeout",
     "command_timeout",
+    "max_connections",
+    "pool_idle_timeout",
+    *LIMIT_FIELDS,
 )
 
 
@@ -86,6 +99,12 @@ class ProfileInput(BaseModel):
     ca_bundle: str | None = None
     connect_timeout: float | None = None
     command_timeout: float | None = None
+    max_connections: int | None = None
+    pool_idle_timeout: float | None = None
+    max_messages_per_second: int | None = None
+    max_messages_per_minute: int | None = None
+    max_messages_per_day: int | None = None
+    max_recipients_per_message: int | None = None
     # A provider preset (see postroom.domain.presets) that fills host, port,
     # security and mechanism; fields given explicitly override it.
     preset: str | None = None
@@ -127,6 +146,12 @@ class ProfileView(BaseModel):
     ca_bundle: str | None
     connect_timeout: float
     command_timeout: float
+    max_connections: int
+    pool_idle_timeout: float
+    max_messages_per_second: int | None
+    max_messages_per_minute: int | None
+    max_messages_per_day: int | None
+    max_recipients_per_message: int | None
     kerberos_service_principal: str | None = None
     kerberos_keytab: str | None = None
     kerberos_config: str | None = None
@@ -247,7 +272,31 @@ def _normalize(state: dict[str, Any], is_system: bool) -> dict[str, Any]:
 
     _check_timeout(state["connect_timeout"], "connect_timeout")
     _check_timeout(state["command_timeout"], "command_timeout")
+    _check_limits(state)
     return state
+
+
+def _check_limits(state: dict[str, Any]) -> None:
+    if not 1 <= state["max_connections"] <= MAX_CONNECTIONS:
+        raise InvalidInputError(
+            f"must be between 1 and {MAX_CONNECTIONS}, got {state['max_connections']}",
+            field="max_connections",
+        )
+    if not 0 <= state["pool_idle_timeout"] <= MAX_POOL_IDLE_SECONDS:
+        raise InvalidInputError(
+            f"must be between 0 and {MAX_POOL_IDLE_SECONDS:g} seconds, "
+            f"got {state['pool_idle_timeout']:g}",
+            field="pool_idle_timeout",
+        )
+    for field in LIMIT_FIELDS:
+        value = state[field]
+        if value is not None and value < 0:
+            raise InvalidInputError(
+                f"must be a positive number, or 0 for no limit, got {value}",
+                field=field,
+            )
+        # 0 is how the CLI and API say "no limit"; it is stored as NULL.
+        state[field] = value or None
 
 
 def _new_password(data: ProfileInput) -> str | None:
@@ -294,6 +343,9 @@ def _defaults() -> dict[str, Any]:
         "ca_bundle": None,
         "connect_timeout": 30.0,
         "command_timeout": 60.0,
+        "max_connections": 4,
+        "pool_idle_timeout": 60.0,
+        **dict.fromkeys(LIMIT_FIELDS),
     }
 
 
@@ -304,10 +356,12 @@ def _preset_values(data: ProfileInput) -> dict[str, Any]:
 
 
 def _given(data: ProfileInput) -> dict[str, Any]:
+    # A limit given as null is set to "no limit"; other fields ignore null.
     return {
         name: getattr(data, name)
         for name in _PLAIN_FIELDS
-        if name in data.model_fields_set and getattr(data, name) is not None
+        if name in data.model_fields_set
+        and (getattr(data, name) is not None or name in LIMIT_FIELDS)
     }
 
 

@@ -16,12 +16,30 @@ from typing import Any
 from postroom.diagnosis.engine import Diagnosis
 from postroom.domain.models import MessageStatus, RecipientStatus
 from postroom.outbox.retry import RetryPolicy
-from postroom.outbox.store import ClaimedMessage, Outcome, RecipientUpdate
+from postroom.outbox.store import (
+    ClaimedMessage,
+    ClaimedRecipient,
+    Outcome,
+    RecipientUpdate,
+)
 from postroom.smtp.errors import SmtpFailure, Step
 from postroom.smtp.replies import Reply, parse_enhanced_status, parse_queue_id
 from postroom.smtp.session import SendResult
 
 Diagnose = Callable[[SmtpFailure], Diagnosis]
+
+
+@dataclass
+class AttemptPart:
+    """One mail transaction of an attempt, for some of the message's recipients.
+
+    A message with more recipients than the profile allows per message is
+    sent as several transactions of the same bytes, one part each.
+    """
+
+    recipients: list[ClaimedRecipient]
+    result: SendResult | None = None
+    failure: SmtpFailure | None = None
 
 
 @dataclass
@@ -31,8 +49,11 @@ class AttemptReport:
     message: ClaimedMessage
     started_at: datetime
     duration_ms: int
-    result: SendResult | None = None
-    failure: SmtpFailure | None = None
+    parts: list[AttemptPart]
+
+    @property
+    def failure(self) -> SmtpFailure | None:
+        return next((part.failure for part in self.parts if part.failure), None)
 
 
 def _reply_fields(reply: Reply) -> dict[str, Any]:
@@ -80,23 +101,29 @@ def decide(
     }
     queue_id: str | None = None
 
-    if report.failure is not None:
-        failure = report.failure
-        diagnosis = diagnose(failure)
-        step = failure.step.value
-        attempt_reply = _failure_fields(failure)
-        status = (
-            RecipientStatus.DEFERRED if diagnosis.transient else RecipientStatus.FAILED
-        )
-        updates = [
-            RecipientUpdate(recipient.id, status, **attempt_reply)
-            for recipient in message.recipients
-        ]
-    else:
-        assert report.result is not None
-        result = report.result
-        data_reply = result.data
-        for recipient in message.recipients:
+    data_reply: Reply | None = None
+    for part in report.parts:
+        if part.failure is not None:
+            failure = part.failure
+            part_diagnosis = diagnose(failure)
+            if step is None:
+                # The first failed transaction describes the attempt.
+                diagnosis = part_diagnosis
+                step = failure.step.value
+                attempt_reply = _failure_fields(failure)
+            status = (
+                RecipientStatus.DEFERRED
+                if part_diagnosis.transient
+                else RecipientStatus.FAILED
+            )
+            updates.extend(
+                RecipientUpdate(recipient.id, status, **_failure_fields(failure))
+                for recipient in part.recipients
+            )
+            continue
+        assert part.result is not None
+        result = part.result
+        for recipient in part.recipients:
             refusal = result.refused.get(recipient.address)
             if refusal is not None:
                 refusal_diagnosis = diagnose(
@@ -111,20 +138,28 @@ def decide(
                 updates.append(
                     RecipientUpdate(recipient.id, status, **_reply_fields(refusal))
                 )
-            elif data_reply is not None:
+            elif result.data is not None:
                 updates.append(
                     RecipientUpdate(
                         recipient.id,
                         RecipientStatus.ACCEPTED,
-                        **_reply_fields(data_reply),
+                        **_reply_fields(result.data),
                     )
                 )
+        if result.data is not None:
+            data_reply = result.data
+
+    if step is None:
+        # No transaction failed: the attempt is described by the last reply
+        # to DATA, or by RCPT TO when every recipient was refused.
         if data_reply is not None:
             step = Step.DATA.value
             attempt_reply = _reply_fields(data_reply)
             queue_id = parse_queue_id(data_reply.text)
         else:
             step = Step.RCPT_TO.value
+    elif data_reply is not None:
+        queue_id = parse_queue_id(data_reply.text)
 
     last_error = diagnosis.as_dict() if diagnosis is not None else None
     deferred = [

@@ -1,25 +1,41 @@
-"""The delivery worker: claim due messages, relay them, record every reply."""
+"""The delivery worker: claim due messages, relay them, record every reply.
+
+Three things overlap so that neither the database nor the SMTP servers wait
+for the other: claiming the next batch while the last one is being sent,
+sending over each profile's pooled connections at once, and recording
+outcomes in group commits (``Recorder``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import socket
+import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
 
 from postroom.clock import utcnow
 from postroom.crypto import SecretKeyError
 from postroom.diagnosis.engine import Diagnosis, explain
-from postroom.diagnosis.followup import gather_facts
 from postroom.domain.models import MessageStatus, Profile
 from postroom.oauth.tokens import profile_connection_settings
-from postroom.outbox import store
-from postroom.outbox.delivery import SessionFactory, deliver_batch
+from postroom.outbox import metrics, store
+from postroom.outbox.lane import ProfileLane
+from postroom.outbox.limits import (
+    ConnectionSlots,
+    PostgresConnectionSlots,
+    ProfileLimits,
+    forget_old_usage,
+)
+from postroom.outbox.listen import listen_for_work
 from postroom.outbox.outcome import AttemptReport, decide
+from postroom.outbox.pool import ConnectionPool, SessionFactory
+from postroom.outbox.recorder import Recorder
 from postroom.outbox.retry import RetryPolicy
 from postroom.outbox.store import ClaimedMessage, Outcome
 from postroom.outbox.wakeup import subscribe
@@ -38,30 +54,25 @@ _LOG_LEVELS = {
     MessageStatus.FAILED: logging.ERROR,
 }
 
+# Seconds between closing idle connections and, hourly, old rate counts.
+_MAINTENANCE_SECONDS = 1.0
+_USAGE_CLEANUP_SECONDS = 3600.0
+
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-async def _diagnoser(
-    settings: ConnectionSettings, reports: list[AttemptReport]
-) -> Callable[[SmtpFailure], Diagnosis]:
-    """Return a diagnose function with the facts a test email would gather.
+def _diagnoser(settings: ConnectionSettings) -> Callable[[SmtpFailure], Diagnosis]:
+    """Return a diagnose function for failures of sessions opened with settings.
 
-    The follow-up checks (whether implicit TLS works on the port, whom the
-    certificate names) run once per failure, not per message, because a
-    session that cannot open fails every message of the batch with the same
-    failure. They do network work only after connection, greeting and
-    certificate failures.
+    Facts from the follow-up checks (whether implicit TLS answers on the
+    port, whom the certificate names) travel in the failure's details: the
+    lane gathers them once when a connection cannot be opened.
     """
-    facts: dict[int, dict[str, Any]] = {}
-    for report in reports:
-        failure = report.failure
-        if failure is not None and id(failure) not in facts:
-            facts[id(failure)] = await gather_facts(failure, settings)
 
     def run(failure: SmtpFailure) -> Diagnosis:
-        return explain(failure, settings, facts.get(id(failure)))
+        return explain(failure, settings)
 
     return run
 
@@ -75,6 +86,7 @@ class Worker:
         session_factory: SessionFactory = SmtpSession,
     ) -> None:
         self.runtime = runtime
+        self.sessions = runtime.sessions
         self.worker_id = worker_id or new_worker_id()
         self.session_factory = session_factory
         config = runtime.settings
@@ -84,39 +96,149 @@ class Worker:
             max_attempts=config.max_attempts,
             max_age_seconds=config.max_message_age_seconds,
         )
+        self.concurrency = asyncio.Semaphore(config.worker_concurrency)
+        self.unrecorded_per_connection = config.worker_unrecorded_per_connection
+        self.lanes: dict[str, ProfileLane] = {}
+        self.attempts = 0
+        self._stopping = False
+        self._in_flight = 0
         self._wakeup = asyncio.Event()
+        self._releases: set[asyncio.Task[None]] = set()
+        self._recorder: Recorder | None = None
+        self._slots: ConnectionSlots = ConnectionSlots()
+        self._is_postgres = runtime.engine.dialect.name == "postgresql"
 
-    async def run_once(self) -> int:
-        """Claim one batch, deliver it and record the results; return its size."""
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def in_flight(self) -> int:
+        """Messages claimed by this worker whose outcome is not yet stored."""
+        return self._in_flight
+
+    async def drain(self) -> int:
+        """Deliver until nothing is due; return how many attempts were made."""
+        await self._serve(asyncio.Event(), until_idle=True)
+        return self.attempts
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set, then shut down gracefully.
+
+        On stop, no more messages are claimed, those not yet started go back
+        to the queue, and those being sent get ``shutdown_timeout_seconds``
+        to finish before they are cut off and given back too.
+        """
+        await self._serve(stop, until_idle=False)
+
+    async def _serve(self, stop: asyncio.Event, *, until_idle: bool) -> None:
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:
+            # Called from whichever thread committed the work.
+            loop.call_soon_threadsafe(self._wakeup.set)
+
+        unsubscribe = subscribe(wake)
+        listener: asyncio.Task[None] | None = None
+        self._recorder = Recorder(self.sessions, self.worker_id)
+        self._recorder.start()
+        if self._is_postgres:
+            database_url = self.runtime.settings.effective_database_url
+            self._slots = PostgresConnectionSlots(database_url)
+            if not until_idle:
+                listener = asyncio.create_task(
+                    listen_for_work(database_url, self._wakeup.set)
+                )
+        metrics.track_worker(self)
+        if not until_idle:
+            log.info("delivery worker started", extra={"worker": self.worker_id})
+        try:
+            await self._loop(stop, until_idle)
+        finally:
+            unsubscribe()
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+            await self._shutdown()
+            if not until_idle:
+                log.info("delivery worker stopped", extra={"worker": self.worker_id})
+
+    async def _loop(self, stop: asyncio.Event, until_idle: bool) -> None:
         config = self.runtime.settings
+        batch = config.worker_batch_size
+        last_maintenance = time.monotonic()
+        last_usage_cleanup = 0.0
+        while not stop.is_set():
+            # Cleared before claiming, so work committed while this round
+            # runs wakes the next wait at once.
+            self._wakeup.clear()
+            claimed = 0
+            if self._in_flight <= batch:
+                try:
+                    claimed = await self._claim(2 * batch - self._in_flight)
+                except Exception:
+                    # A database outage must not end the worker: log, back off
+                    # for one poll interval and try again.
+                    log.exception(
+                        "claiming messages failed", extra={"worker": self.worker_id}
+                    )
+            if claimed:
+                continue
+            if until_idle and self._in_flight == 0:
+                return
+
+            now = time.monotonic()
+            if now - last_maintenance >= _MAINTENANCE_SECONDS:
+                last_maintenance = now
+                for lane in self.lanes.values():
+                    lane.pool.close_expired()
+            if now - last_usage_cleanup >= _USAGE_CLEANUP_SECONDS:
+                last_usage_cleanup = now
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(forget_old_usage, self.sessions, utcnow())
+            await self._sleep(stop, config.worker_poll_seconds)
+
+    async def _sleep(self, stop: asyncio.Event, timeout: float) -> None:
+        waiters = [
+            asyncio.create_task(self._wakeup.wait()),
+            asyncio.create_task(stop.wait()),
+        ]
+        try:
+            await asyncio.wait(
+                waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _claim(self, limit: int) -> int:
+        config = self.runtime.settings
+        blocked = [name for name, lane in self.lanes.items() if lane.is_blocked]
         messages, profiles = await asyncio.to_thread(
             store.claim_due,
-            self.runtime.sessions,
+            self.sessions,
             self.worker_id,
-            config.worker_batch_size,
+            limit,
             config.lease_seconds,
+            exclude_profiles=blocked,
         )
         if not messages:
             return 0
-
+        self._in_flight += len(messages)
         groups: dict[str, list[ClaimedMessage]] = defaultdict(list)
         for message in messages:
             groups[message.profile_name].append(message)
-        results = await asyncio.gather(
-            *(
-                self._deliver_group(profiles[name], group)
-                for name, group in groups.items()
-            )
-        )
-        outcomes = [outcome for group_outcomes in results for outcome in group_outcomes]
-        await asyncio.to_thread(
-            store.record_outcomes, self.runtime.sessions, outcomes, self.worker_id
-        )
+        for name, group in groups.items():
+            lane = await self._lane(profiles[name], group)
+            if lane is not None:
+                lane.add(group)
         return len(messages)
 
-    async def _deliver_group(
+    async def _lane(
         self, profile: Profile, messages: list[ClaimedMessage]
-    ) -> list[Outcome]:
+    ) -> ProfileLane | None:
+        """Return the profile's lane with current settings, creating it if new."""
         try:
             settings = profile_connection_settings(
                 profile, self.runtime.sessions, self.runtime.secrets
@@ -130,22 +252,124 @@ class Worker:
             )
             await asyncio.to_thread(
                 store.hold,
-                self.runtime.sessions,
+                self.sessions,
                 [message.id for message in messages],
                 f"the password of profile {profile.name!r} cannot be decrypted: {exc}",
             )
-            return []
+            self._in_flight -= len(messages)
+            return None
         if await self._hold_without_oauth_token(profile, settings, messages):
-            return []
-        reports = await deliver_batch(settings, messages, self.session_factory)
-        now = utcnow()
-        run_diagnosis = await _diagnoser(settings, reports)
-        outcomes = []
-        for report in reports:
-            outcome = decide(report, run_diagnosis, self.policy, now)
-            self._log(profile.name, report, outcome)
-            outcomes.append(outcome)
-        return outcomes
+            self._in_flight -= len(messages)
+            return None
+        limits = ProfileLimits.of(profile)
+        lane = self.lanes.get(profile.name)
+        if lane is None or lane.pool.profile_id != profile.id:
+            if lane is not None:
+                # The profile was deleted and created again under its name.
+                retired = asyncio.create_task(lane.pool.close())
+                self._releases.add(retired)
+                retired.add_done_callback(self._releases.discard)
+            pool = ConnectionPool(
+                profile.name,
+                profile.id,
+                settings,
+                limits,
+                self._slots,
+                self.session_factory,
+            )
+            lane = ProfileLane(self, profile.name, pool)
+            self.lanes[profile.name] = lane
+        else:
+            lane.pool.update(settings, limits)
+        return lane
+
+    def finish(self, report: AttemptReport) -> asyncio.Future[None]:
+        """Decide what an attempt means, log it and hand it to the recorder."""
+        lane = self.lanes[report.message.profile_name]
+        outcome = decide(report, _diagnoser(lane.pool.settings), self.policy, utcnow())
+        self.attempts += 1
+        self._log(lane.name, report, outcome)
+        metrics.observe_attempt(lane.name, outcome.attempt_outcome, report.duration_ms)
+        assert self._recorder is not None
+        committed = self._recorder.submit(outcome)
+        committed.add_done_callback(lambda _future: self._settled(1))
+        return committed
+
+    def give_back(
+        self, messages: list[ClaimedMessage], not_before: datetime | None
+    ) -> None:
+        """Return claimed messages to the queue without counting an attempt."""
+        if not messages:
+            return
+        task = asyncio.create_task(self._release(messages, not_before))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(
+        self, messages: list[ClaimedMessage], not_before: datetime | None
+    ) -> None:
+        try:
+            await asyncio.to_thread(
+                store.release,
+                self.sessions,
+                [message.id for message in messages],
+                not_before,
+                self.worker_id,
+            )
+        except Exception as exc:
+            # Their lease runs out and they become due again all the same.
+            log.warning(
+                "cannot give messages back to the queue; their lease will expire",
+                extra={"messages": len(messages), "error": str(exc)},
+            )
+        finally:
+            self._settled(len(messages))
+
+    def _settled(self, count: int) -> None:
+        self._in_flight -= count
+        self._wakeup.set()
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        for lane in self.lanes.values():
+            self.give_back(lane.take_pending(), None)
+        senders = [task for lane in self.lanes.values() for task in lane.senders]
+        if senders:
+            _done, late = await asyncio.wait(
+                senders, timeout=self.runtime.settings.shutdown_timeout_seconds
+            )
+            if late:
+                log.warning(
+                    "shutdown deadline reached; giving unfinished messages back",
+                    extra={"worker": self.worker_id, "messages": len(late)},
+                )
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+        # A sender that found no free connection slot may have put its
+        # message back after the first round.
+        for lane in self.lanes.values():
+            self.give_back(lane.take_pending(), None)
+        if self._recorder is not None:
+            try:
+                await asyncio.wait_for(
+                    self._recorder.close(),
+                    timeout=max(self.runtime.settings.shutdown_timeout_seconds, 5.0),
+                )
+            except TimeoutError:
+                # The database is unreachable: these messages stay claimed
+                # until their lease runs out, and are then sent again.
+                log.error(
+                    "cannot record delivery outcomes before exiting; their "
+                    "messages will be sent again when their lease expires",
+                    extra={"worker": self.worker_id},
+                )
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
+        for lane in self.lanes.values():
+            await lane.pool.close()
+        await self._slots.close()
+        metrics.forget_worker(self)
 
     async def _hold_without_oauth_token(
         self,
@@ -201,58 +425,3 @@ class Worker:
                 "diagnosis": diagnosis.get("id"),
             },
         )
-
-    async def drain(self) -> int:
-        """Deliver until nothing is due; return how many attempts were made."""
-        total = 0
-        while True:
-            count = await self.run_once()
-            if count == 0:
-                return total
-            total += count
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set, waking on new work or every poll interval."""
-        loop = asyncio.get_running_loop()
-
-        def wake() -> None:
-            # Called from whichever thread committed the work.
-            loop.call_soon_threadsafe(self._wakeup.set)
-
-        unsubscribe = subscribe(wake)
-        log.info("delivery worker started", extra={"worker": self.worker_id})
-        try:
-            while not stop.is_set():
-                # Cleared before claiming, so work committed while this round
-                # runs wakes the next wait at once.
-                self._wakeup.clear()
-                try:
-                    count = await self.run_once()
-                except Exception:
-                    # A database outage must not end the worker: log, back off
-                    # for one poll interval and try again.
-                    log.exception(
-                        "delivery round failed", extra={"worker": self.worker_id}
-                    )
-                    count = 0
-                if count:
-                    continue
-                await self._sleep(stop)
-        finally:
-            unsubscribe()
-            log.info("delivery worker stopped", extra={"worker": self.worker_id})
-
-    async def _sleep(self, stop: asyncio.Event) -> None:
-        waiters = [
-            asyncio.create_task(self._wakeup.wait()),
-            asyncio.create_task(stop.wait()),
-        ]
-        try:
-            await asyncio.wait(
-                waiters,
-                timeout=self.runtime.settings.worker_poll_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            for waiter in waiters:
-                waiter.cancel()

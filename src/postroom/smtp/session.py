@@ -12,7 +12,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -394,15 +394,22 @@ class SmtpSession:
         message: bytes,
         *,
         smtputf8: bool = False,
+        before_end_of_data: Awaitable[object] | None = None,
     ) -> SendResult:
         """Run one mail transaction; refused recipients do not stop the others.
 
         Raises SmtpFailure when MAIL FROM or DATA fails. When every recipient
         is refused, DATA is not sent and ``SendResult.data`` stays None.
+        ``before_end_of_data`` is awaited after the message body and before
+        the final "." that asks the server to accept it.
         """
         try:
             return await self._send(
-                envelope_sender, recipients, message, smtputf8=smtputf8
+                envelope_sender,
+                recipients,
+                message,
+                smtputf8=smtputf8,
+                before_end_of_data=before_end_of_data,
             )
         except SmtpFailure as failure:
             # A "message too large" diagnosis compares the size with the
@@ -419,6 +426,7 @@ class SmtpSession:
         message: bytes,
         *,
         smtputf8: bool,
+        before_end_of_data: Awaitable[object] | None,
     ) -> SendResult:
         client = self.client
         options = []
@@ -447,9 +455,7 @@ class SmtpSession:
                         details={"size": len(message), "size_limit": limit},
                     )
                 options.append(f"SIZE={len(message)}")
-            if any(byte > 127 for byte in message) and client.supports_extension(
-                "8bitmime"
-            ):
+            if not message.isascii() and client.supports_extension("8bitmime"):
                 options.append("BODY=8BITMIME")
             mail_from = await client.mail(
                 envelope_sender, options=options, encoding=encoding
@@ -474,10 +480,12 @@ class SmtpSession:
             return result
 
         with self._step(Step.DATA):
-            result.data = await self._data(message)
+            result.data = await self._data(message, before_end_of_data)
         return result
 
-    async def _data(self, message: bytes) -> Reply:
+    async def _data(
+        self, message: bytes, before_end: Awaitable[object] | None = None
+    ) -> Reply:
         client = self.client
         start = await client.execute_command(b"DATA")
         if start.code != 354:
@@ -489,7 +497,14 @@ class SmtpSession:
         if self.transcript is not None:
             self.transcript.client(f"[message, {len(payload)} bytes]".encode())
         try:
-            protocol.write(payload)
+            if before_end is None:
+                protocol.write(payload)
+            else:
+                # The payload ends with the line ".\r\n"; until the server
+                # reads it, it has not accepted the message.
+                protocol.write(payload[:-3])
+                await before_end
+                protocol.write(payload[-3:])
             response = await protocol.read_response(
                 timeout=self.settings.command_timeout
             )

@@ -11,6 +11,7 @@ from postroom.api.deps import RuntimeDep, TokenDep
 from postroom.domain.db import transaction
 from postroom.domain.models import MessageStatus, OutboxMessage
 from postroom.errors import NotFoundError
+from postroom.outbox.actions import cancel_message, retry_message
 from postroom.outbox.queue import MessageRequest, enqueue, message_view
 
 router = APIRouter(prefix="/api/messages", tags=["messages"])
@@ -42,6 +43,22 @@ def get_message(
         if message is None:
             raise NotFoundError(f"no message with id {message_pk}", field="id")
         return message_view(message)
+
+
+@router.post("/{message_pk}/retry")
+def retry(message_pk: int, runtime: RuntimeDep, _token: TokenDep) -> dict[str, Any]:
+    """Queue a message again now: one still waiting, failed, partly sent or
+    cancelled. Its failed and cancelled recipients are tried again; 409 when
+    it is being sent, held or already sent."""
+    with transaction(runtime.sessions) as session:
+        return message_view(retry_message(session, message_pk))
+
+
+@router.post("/{message_pk}/cancel")
+def cancel(message_pk: int, runtime: RuntimeDep, _token: TokenDep) -> dict[str, Any]:
+    """Cancel a queued or held message; 409 when it is being sent or finished."""
+    with transaction(runtime.sessions) as session:
+        return message_view(cancel_message(session, message_pk))
 
 
 @router.get("")

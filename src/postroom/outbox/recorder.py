@@ -1,0 +1,94 @@
+"""Write attempt outcomes to the database in batches (group commit).
+
+Senders hand in outcomes as replies arrive and get a future that completes
+once the outcome is committed. The recorder lets outcomes gather for a few
+milliseconds, and while one transaction is being written the next ones
+gather too, so under load each commit carries many of them. A failed write is retried until it
+succeeds: an outcome is never dropped, and until it is committed the message
+stays claimed, so a worker that dies meanwhile leaves it to be sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from postroom.outbox import store
+from postroom.outbox.store import Outcome
+
+log = logging.getLogger("postroom.delivery")
+
+_RETRY_FIRST_SECONDS = 0.2
+_RETRY_MAX_SECONDS = 5.0
+# How long the first outcome of a batch waits for others, and the most
+# outcomes one transaction carries.
+_LINGER_SECONDS = 0.005
+_MAX_BATCH = 500
+
+
+class Recorder:
+    def __init__(self, sessions: sessionmaker[Session], worker_id: str) -> None:
+        self._sessions = sessions
+        self._worker_id = worker_id
+        self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self._arrived = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        # Sizes of the batches written, for the benchmark and the metrics.
+        self.batches = 0
+        self.outcomes = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="postroom-recorder")
+
+    def submit(self, outcome: Outcome) -> asyncio.Future[None]:
+        """Queue an outcome; the returned future completes once it is committed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((outcome, future))
+        self._arrived.set()
+        return future
+
+    async def close(self) -> None:
+        """Write everything submitted so far, then stop."""
+        self._closing = True
+        self._arrived.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        delay = _RETRY_FIRST_SECONDS
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                await self._arrived.wait()
+                self._arrived.clear()
+                continue
+            if len(self._pending) < _MAX_BATCH and not self._closing:
+                await asyncio.sleep(_LINGER_SECONDS)
+            batch = self._pending[:_MAX_BATCH]
+            del self._pending[:_MAX_BATCH]
+            try:
+                await asyncio.to_thread(
+                    store.record_outcomes,
+                    self._sessions,
+                    [outcome for outcome, _future in batch],
+                    self._worker_id,
+                )
+            except Exception as exc:
+                log.error(
+                    "cannot record delivery outcomes; trying again",
+                    extra={"outcomes": len(batch), "error": str(exc)},
+                )
+                self._pending = batch + self._pending
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_SECONDS)
+                continue
+            delay = _RETRY_FIRST_SECONDS
+            self.batches += 1
+            self.outcomes += len(batch)
+            for _outcome, future in batch:
+                if not future.done():
+                    future.set_result(None)
