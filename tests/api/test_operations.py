@@ -214,3 +214,48 @@ def test_metrics_by_profile(
     )
     assert "postroom_pool_connections" in text
     assert "bob@example.com" not in text
+
+
+def test_release_held_messages_of_profile(
+    client: TestClient, runtime: Runtime, start_scripted: Callable[..., ScriptedServer]
+) -> None:
+    server = start_scripted(
+        extensions=["AUTH PLAIN LOGIN"],
+        replies={
+            "AUTH": [
+                "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication "
+                "is disabled for the Tenant.",
+                "235 2.7.0 Authentication successful",
+            ]
+        },
+    )
+    client.post(
+        "/api/profiles",
+        json=profile_body(
+            server.port, login="alice", password="pw-1", confirm_password="pw-1"
+        ),
+    )
+    message_pk = queue_message(client)
+    drain(runtime)
+    held = client.get(f"/api/messages/{message_pk}").json()
+
+    released = client.post("/api/profiles/Orders/release")
+    drain(runtime)
+
+    assert held["status"] == "held"
+    assert (
+        "SMTP AUTH" in held["held_reason"]
+        or "Authenticated SMTP" in held["held_reason"]
+    )
+    assert released.status_code == 200
+    assert released.json() == {"released": 1}
+    assert client.get(f"/api/messages/{message_pk}").json()["status"] == "sent"
+
+
+def test_release_inactive_profile_is_409(client: TestClient) -> None:
+    client.post("/api/profiles", json=profile_body(2525, is_active=False))
+
+    answer = client.post("/api/profiles/Orders/release")
+
+    assert answer.status_code == 409
+    assert "is inactive" in answer.json()["detail"][0]["msg"]

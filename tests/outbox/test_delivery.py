@@ -190,7 +190,7 @@ def test_transient_failure_backs_off_then_gives_up(
     assert final["recipients"][0]["status"] == "failed"
 
 
-def test_permanent_failure_fails_at_once(
+def test_rejected_login_holds_until_fixed(
     any_runtime: Runtime, start_scripted: Callable[..., ScriptedServer]
 ) -> None:
     server = start_scripted(extensions=["AUTH PLAIN LOGIN"], users={"alice": "right"})
@@ -204,16 +204,82 @@ def test_permanent_failure_fails_at_once(
     message_pk = queue(any_runtime)
 
     drain(any_runtime)
+    held = view(any_runtime, message_pk)
+    with transaction(any_runtime.sessions) as session:
+        profiles.update_profile(
+            session,
+            any_runtime.secrets,
+            "Orders",
+            profiles.ProfileInput(password="right", confirm_password="right"),
+        )
+    drain(any_runtime)
+    sent = view(any_runtime, message_pk)
+
+    # A login the server rejects is the profile's fault: the message waits
+    # for the fix instead of failing with every other queued message.
+    assert held["status"] == "held"
+    assert held["attempt_count"] == 1
+    assert held["held_reason"].startswith("the profile cannot send: ")
+    assert "Check the login and password" in held["held_reason"]
+    assert held["last_error"]["id"] == "auth-credentials-rejected"
+    assert held["last_error"]["step"] == "auth"
+    assert held["recipients"][0]["status"] == "pending"
+    assert held["attempts"][0]["outcome"] == "held"
+    assert "wrong" not in repr(held)
+    assert sent["status"] == "sent"
+    assert sent["held_reason"] is None
+    assert len(server.messages) == 1
+
+
+def test_refused_sender_fails_at_once(
+    any_runtime: Runtime, start_scripted: Callable[..., ScriptedServer]
+) -> None:
+    server = start_scripted(
+        replies={
+            "MAIL": "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+        }
+    )
+    add_profile(any_runtime, server.port)
+    message_pk = queue(any_runtime)
+
+    drain(any_runtime)
 
     shown = view(any_runtime, message_pk)
     assert shown["status"] == "failed"
     assert shown["attempt_count"] == 1
-    assert shown["last_error"]["id"] == "auth-credentials-rejected"
-    assert shown["last_error"]["step"] == "auth"
-    assert shown["attempts"][0]["diagnosis"]["fix"].startswith(
-        "Check the login and password"
+    assert shown["last_error"]["step"] == "mail_from"
+    assert shown["recipients"][0]["status"] == "failed"
+
+
+def test_held_message_retried_by_hand(
+    any_runtime: Runtime, start_scripted: Callable[..., ScriptedServer]
+) -> None:
+    from postroom.outbox.actions import retry_message
+
+    server = start_scripted(
+        extensions=["AUTH PLAIN LOGIN"],
+        replies={
+            "AUTH": [
+                "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication "
+                "is disabled for the Tenant.",
+                "235 2.7.0 Authentication successful",
+            ]
+        },
     )
-    assert "wrong" not in repr(shown)
+    add_profile(
+        any_runtime, server.port, login="alice", password="pw", confirm_password="pw"
+    )
+    message_pk = queue(any_runtime)
+    drain(any_runtime)
+    assert view(any_runtime, message_pk)["status"] == "held"
+
+    # The fix was made at the provider, so the profile itself does not change.
+    with transaction(any_runtime.sessions) as session:
+        retry_message(session, message_pk)
+    drain(any_runtime)
+
+    assert view(any_runtime, message_pk)["status"] == "sent"
+    assert len(server.messages) == 1
 
 
 def test_inactive_profile_holds_then_releases(

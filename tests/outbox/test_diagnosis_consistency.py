@@ -188,7 +188,13 @@ def test_delivery_and_test_email_agree(
     assert delivered["last_error"]["transient"] is scenario.transient
     assert delivered["last_error"]["step"] == tested.step
     assert delivered["last_error"]["fix"] == tested.fix
-    expected_status = "queued" if scenario.transient else "failed"
+    # A permanent failure before MAIL FROM is the profile's: held, not failed.
+    profile_level = tested.step in ("connect", "greeting", "ehlo", "starttls", "auth")
+    if scenario.transient:
+        expected_status, expected_recipient = "queued", "deferred"
+    elif profile_level:
+        expected_status, expected_recipient = "held", "pending"
+    else:
+        expected_status, expected_recipient = "failed", "failed"
     assert delivered["status"] == expected_status
-    expected_recipient = "deferred" if scenario.transient else "failed"
     assert delivered["recipients"][0]["status"] == expected_recipient

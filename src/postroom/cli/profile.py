@@ -396,6 +396,14 @@ def delete(
     typer.echo(f"deleted profile {name}")
 
 
+@app.command("release")
+def release(name: str) -> None:
+    """Queue the profile's held messages again, once the cause is fixed."""
+    with runtime() as opened, transaction(opened.sessions) as session:
+        released = profiles.release_profile(session, name)
+    typer.echo(f"released {released} held messages of profile {name}")
+
+
 def print_test_result(result: TestEmailResult) -> None:
     if result.ok:
         typer.echo(f"OK: the server accepted the test email to {result.recipient}")

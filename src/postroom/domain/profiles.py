@@ -9,6 +9,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from postroom.clock import utcnow
 from postroom.crypto import SecretBox
 from postroom.domain import profile_auth
 from postroom.domain.models import (
@@ -30,6 +31,7 @@ from postroom.domain.validation import (
     parse_mailbox,
 )
 from postroom.errors import ConflictError, InvalidInputError, NotFoundError
+from postroom.outbox.wakeup import notify_in_transaction
 
 MAX_TIMEOUT_SECONDS = 600.0
 MAX_CONNECTIONS = 100
@@ -508,6 +510,18 @@ def _names_using(
     return list(session.scalars(query))
 
 
+def release_profile(session: Session, name: str) -> int:
+    """Queue the profile's held messages again, for example after a fix made
+    at the provider; return how many were released."""
+    profile = get_profile(session, name)
+    reason = hold_reason(profile, profile.name)
+    if reason is not None:
+        raise ConflictError(
+            f"its messages stay held because {reason}; fix that first", field="name"
+        )
+    return release_held_messages(session, profile)
+
+
 def release_held_messages(session: Session, profile: Profile) -> int:
     """Queue the messages held for this profile once it can send."""
     if not profile.is_active or not profile.host:
@@ -518,9 +532,12 @@ def release_held_messages(session: Session, profile: Profile) -> int:
             OutboxMessage.profile_name == profile.name,
             OutboxMessage.status == MessageStatus.HELD,
         )
-        .values(status=MessageStatus.QUEUED, held_reason=None)
+        .values(status=MessageStatus.QUEUED, held_reason=None, next_attempt_at=utcnow())
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    released = int(getattr(result, "rowcount", 0) or 0)
+    if released:
+        notify_in_transaction(session)
+    return released
 
 
 def hold_reason(profile: Profile | None, name: str) -> str | None:

@@ -12,6 +12,7 @@ from postroom.domain.models import (
     OutboxMessage,
     RecipientStatus,
 )
+from postroom.domain.profiles import find_profile, hold_reason
 from postroom.errors import ConflictError, NotFoundError
 from postroom.outbox.wakeup import notify_in_transaction
 
@@ -19,6 +20,9 @@ from postroom.outbox.wakeup import notify_in_transaction
 # keep counting, so a transient failure on it ends the message again.
 _RETRYABLE = (
     MessageStatus.QUEUED,
+    # Held after the profile failed at login or TLS: retried by hand once
+    # the cause is fixed at the provider, where no profile change shows it.
+    MessageStatus.HELD,
     MessageStatus.FAILED,
     MessageStatus.PARTIALLY_SENT,
     MessageStatus.CANCELLED,
@@ -61,13 +65,29 @@ def _refuse(message: OutboxMessage, action: str) -> ConflictError:
 def retry_message(session: Session, message_pk: int) -> OutboxMessage:
     """Make a message due now, with its failed or cancelled recipients again."""
     message = _load(session, message_pk)
+    if message.status == MessageStatus.HELD:
+        reason = hold_reason(
+            find_profile(session, message.profile_name), message.profile_name
+        )
+        if reason is not None:
+            # The worker would only hold it again.
+            raise ConflictError(
+                f"message {message.id} cannot be retried because it is held: "
+                f"{reason}; fix the profile and it is queued again by itself",
+                field="status",
+            )
     now = utcnow()
     # The status condition makes this safe against a worker claiming the
     # message between the load and the update.
     changed = session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id == message_pk, OutboxMessage.status.in_(_RETRYABLE))
-        .values(status=MessageStatus.QUEUED, next_attempt_at=now, updated_at=now)
+        .values(
+            status=MessageStatus.QUEUED,
+            held_reason=None,
+            next_attempt_at=now,
+            updated_at=now,
+        )
         .execution_options(synchronize_session=False)
     )
     if not getattr(changed, "rowcount", 0):

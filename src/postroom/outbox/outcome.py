@@ -28,6 +28,15 @@ from postroom.smtp.session import SendResult
 
 Diagnose = Callable[[SmtpFailure], Diagnosis]
 
+# Steps before any message-specific command. A permanent failure there (a
+# rejected login, a certificate the client cannot trust, a TLS setting that
+# does not match the port) is the profile's, not the message's: the message
+# is held until the profile changes or an operator retries it, instead of
+# failing together with every other message queued for that profile.
+_SESSION_STEPS = frozenset(
+    (Step.CONNECT, Step.GREETING, Step.EHLO, Step.STARTTLS, Step.AUTH)
+)
+
 
 @dataclass
 class AttemptPart:
@@ -100,6 +109,7 @@ def decide(
         "reply_text": None,
     }
     queue_id: str | None = None
+    hold: Diagnosis | None = None
 
     data_reply: Reply | None = None
     for part in report.parts:
@@ -111,11 +121,13 @@ def decide(
                 diagnosis = part_diagnosis
                 step = failure.step.value
                 attempt_reply = _failure_fields(failure)
-            status = (
-                RecipientStatus.DEFERRED
-                if part_diagnosis.transient
-                else RecipientStatus.FAILED
-            )
+            if part_diagnosis.transient:
+                status = RecipientStatus.DEFERRED
+            elif failure.step in _SESSION_STEPS:
+                status = RecipientStatus.PENDING
+                hold = hold or part_diagnosis
+            else:
+                status = RecipientStatus.FAILED
             updates.extend(
                 RecipientUpdate(recipient.id, status, **_failure_fields(failure))
                 for recipient in part.recipients
@@ -176,7 +188,11 @@ def decide(
             if last_error is not None:
                 last_error = {**last_error, "gave_up": reason}
 
-    if any(update.status == RecipientStatus.DEFERRED for update in updates):
+    held_reason: str | None = None
+    if hold is not None:
+        message_status = MessageStatus.HELD
+        held_reason = f"the profile cannot send: {hold.cause} {hold.fix}"
+    elif any(update.status == RecipientStatus.DEFERRED for update in updates):
         message_status = MessageStatus.QUEUED
     else:
         accepted = message.earlier_accepted + sum(
@@ -201,5 +217,6 @@ def decide(
         sent_at=now if any_accepted else message.sent_at,
         provider_queue_id=queue_id or message.provider_queue_id,
         last_error=last_error,
+        held_reason=held_reason,
         **attempt_reply,
     )

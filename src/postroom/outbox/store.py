@@ -95,6 +95,8 @@ class Outcome:
     sent_at: datetime | None = None
     provider_queue_id: str | None = None
     last_error: dict[str, Any] | None = None
+    # Set with status HELD: why the profile cannot send until it changes.
+    held_reason: str | None = None
 
     @property
     def attempt_outcome(self) -> str:
@@ -286,6 +288,7 @@ _UPDATE_MESSAGE = (
         sent_at=bindparam("p_sent_at"),
         provider_queue_id=bindparam("p_provider_queue_id"),
         last_error=bindparam("p_last_error"),
+        held_reason=bindparam("p_held_reason"),
         updated_at=bindparam("p_updated_at"),
     )
 )
@@ -323,6 +326,7 @@ def record_outcomes(
                     "p_sent_at": outcome.sent_at,
                     "p_provider_queue_id": outcome.provider_queue_id,
                     "p_last_error": outcome.last_error,
+                    "p_held_reason": outcome.held_reason,
                     "p_updated_at": now,
                 }
                 for outcome in outcomes

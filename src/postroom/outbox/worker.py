@@ -52,6 +52,7 @@ _LOG_LEVELS = {
     MessageStatus.PARTIALLY_SENT: logging.WARNING,
     MessageStatus.QUEUED: logging.WARNING,
     MessageStatus.FAILED: logging.ERROR,
+    MessageStatus.HELD: logging.ERROR,
 }
 
 # Seconds between closing idle connections and, hourly, old rate counts.

@@ -71,6 +71,14 @@ def delete_profile(name: str, runtime: RuntimeDep, _token: TokenDep) -> None:
         profiles.delete_profile(session, name)
 
 
+@router.post("/{name}/release")
+def release_profile(name: str, runtime: RuntimeDep, _token: TokenDep) -> dict[str, int]:
+    """Queue the profile's held messages again; 409 while it cannot send."""
+    with transaction(runtime.sessions) as session:
+        released = profiles.release_profile(session, name)
+    return {"released": released}
+
+
 @router.post("/{name}/test")
 async def test_profile(
     name: str, request: TestEmailRequest, runtime: RuntimeDep, _token: TokenDep
