@@ -171,6 +171,12 @@ class OutboxMessage(Base):
     provider_queue_id: Mapped[str | None] = mapped_column(String(200))
     # The diagnosis of the latest failed attempt, as stored by the worker.
     last_error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The caller's idempotency key and a SHA-256 of the request it came
+    # with: a repeat of the same request returns this message.
+    idempotency_key: Mapped[str | None] = mapped_column(
+        String(200), unique=True, index=True
+    )
+    request_hash: Mapped[str | None] = mapped_column(String(64))
 
     recipients: Mapped[list[MessageRecipient]] = relationship(
         back_populates="message",

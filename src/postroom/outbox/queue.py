@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from postroom.domain.models import (
@@ -17,6 +20,7 @@ from postroom.domain.models import (
     RecipientStatus,
 )
 from postroom.domain.profiles import find_profile, hold_reason
+from postroom.domain.validation import check_single_line
 from postroom.errors import InvalidInputError
 from postroom.mime.build import BuiltMessage, MessageDraft, build_message
 from postroom.mime.parts import Attachment
@@ -53,6 +57,15 @@ class MessageRequest(BaseModel):
     html: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     attachments: list[AttachmentInput] = Field(default_factory=list)
+    # A client that retries after a timeout sends the same key again and
+    # gets the first message back instead of queueing a second one.
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+    def digest(self) -> str:
+        """Return a SHA-256 of the request, the idempotency key left out."""
+        body = self.model_dump(mode="json", by_alias=True, exclude={"idempotency_key"})
+        encoded = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(encoded.encode()).hexdigest()
 
 
 def _attachments(request: MessageRequest) -> list[Attachment]:
@@ -85,6 +98,8 @@ def store_message(
     source: str,
     held_reason: str | None = None,
     not_before: datetime | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
 ) -> OutboxMessage:
     """Add a built message to the outbox in the caller's transaction.
 
@@ -102,6 +117,8 @@ def store_message(
         raw=built.raw,
         size=len(built.raw),
         smtputf8=built.smtputf8,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
         recipients=[
             MessageRecipient(address=address, kind=kind, status=RecipientStatus.PENDING)
             for address, kind in built.recipients
@@ -116,10 +133,35 @@ def store_message(
     return message
 
 
+def find_by_idempotency_key(
+    session: Session, request: MessageRequest
+) -> OutboxMessage | None:
+    """Return the message queued earlier with the request's key, if any.
+
+    Raises InvalidInputError when the key came with a different request.
+    """
+    if request.idempotency_key is None:
+        return None
+    earlier = session.scalars(
+        select(OutboxMessage).where(
+            OutboxMessage.idempotency_key == request.idempotency_key
+        )
+    ).one_or_none()
+    if earlier is not None and earlier.request_hash != request.digest():
+        raise InvalidInputError(
+            f"was already used for message {earlier.id} with a different request; "
+            "use a new key for a new message",
+            field="idempotency_key",
+        )
+    return earlier
+
+
 def enqueue(
     session: Session, request: MessageRequest, *, source: str = "api"
 ) -> OutboxMessage:
     """Validate, build and store a message; unknown profiles are an input error."""
+    if request.idempotency_key is not None:
+        check_single_line(request.idempotency_key, "idempotency_key")
     profile = find_profile(session, request.profile)
     if profile is None:
         raise InvalidInputError(
@@ -147,13 +189,16 @@ def enqueue(
             attachments=_attachments(request),
         )
     )
-    return store_message(
+    message = store_message(
         session,
         built,
         profile.name,
         source=source,
         held_reason=hold_reason(profile, profile.name),
+        idempotency_key=request.idempotency_key,
+        request_hash=request.digest() if request.idempotency_key else None,
     )
+    return message
 
 
 def message_view(message: OutboxMessage) -> dict[str, Any]:

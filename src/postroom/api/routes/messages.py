@@ -4,32 +4,73 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from postroom.api.deps import RuntimeDep, TokenDep
 from postroom.domain.db import transaction
 from postroom.domain.models import MessageStatus, OutboxMessage
-from postroom.errors import NotFoundError
+from postroom.errors import InvalidInputError, NotFoundError
 from postroom.outbox.actions import cancel_message, retry_message
-from postroom.outbox.queue import MessageRequest, enqueue, message_view
+from postroom.outbox.queue import (
+    MessageRequest,
+    enqueue,
+    find_by_idempotency_key,
+    message_view,
+)
 
 router = APIRouter(prefix="/api/messages", tags=["messages"])
 
 
+def _answer(message: OutboxMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "message_id": message.message_id,
+        "status": message.status,
+        "held_reason": message.held_reason,
+    }
+
+
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
 def queue_message(
-    request: MessageRequest, runtime: RuntimeDep, _token: TokenDep, response: Response
+    request: MessageRequest,
+    runtime: RuntimeDep,
+    _token: TokenDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="Same as the idempotency_key field; a repeat with the same "
+            "key and body returns the first message (200) instead of a new one"
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Commit a message to the outbox; the answer comes after the commit."""
-    with transaction(runtime.sessions) as session:
-        message = enqueue(session, request, source="api")
-        answer = {
-            "id": message.id,
-            "message_id": message.message_id,
-            "status": message.status,
-            "held_reason": message.held_reason,
-        }
+    if idempotency_key is not None:
+        if request.idempotency_key not in (None, idempotency_key):
+            raise InvalidInputError(
+                "differs from the Idempotency-Key header; send one of them",
+                field="idempotency_key",
+            )
+        request = request.model_copy(update={"idempotency_key": idempotency_key})
+    try:
+        with transaction(runtime.sessions) as session:
+            earlier = find_by_idempotency_key(session, request)
+            if earlier is None:
+                answer = _answer(enqueue(session, request, source="api"))
+            else:
+                answer = _answer(earlier)
+    except IntegrityError:
+        # Another request with the same key committed first.
+        with transaction(runtime.sessions) as session:
+            earlier = find_by_idempotency_key(session, request)
+            if earlier is None:
+                raise
+            answer = _answer(earlier)
+    if earlier is not None:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/api/messages/{answer['id']}"
     return answer
 
