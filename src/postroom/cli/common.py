@@ -64,7 +64,7 @@ def errors_as_exits() -> Iterator[None]:
         )
         fail(problems, EXIT_INVALID)
     except (DataError, IntegrityError) as exc:
-        # A value that validation let through and the database rejected; the
+        # A value that validation let through and the database rejected. The
         # transaction was rolled back. Only the driver's first line is shown,
         # because SQLAlchemy's full text lists the statement's parameters.
         lines = str(exc.orig or exc).strip().splitlines()

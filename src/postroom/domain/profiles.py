@@ -259,7 +259,7 @@ def _normalize(state: dict[str, Any], is_system: bool) -> dict[str, Any]:
         state["from_address"] = str(
             parse_mailbox(state["from_address"], "from_address")
         )
-        # The rendered form is stored, and quoting can make it longer.
+        # The rendered form is what is stored, so it is what must fit.
         check_length(
             state["from_address"], "from_address", column_length(Profile.from_address)
         )

@@ -228,7 +228,7 @@ def normalize(state: dict[str, Any]) -> dict[str, Any]:
         str(parse_mailbox(from_address, "from_address")) if from_address else None
     )
     if state["from_address"]:
-        # The rendered form is stored, and quoting can make it longer.
+        # The rendered form is what is stored, so it is what must fit.
         limit = column_length(Template.from_address)
         check_length(state["from_address"], "from_address", limit)
     for name in ("to", "cc", "bcc", "reply_to"):
