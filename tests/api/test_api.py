@@ -245,7 +245,7 @@ def test_openapi_lists_the_paths(client: TestClient) -> None:
         "/api/profiles/{name}",
         "/api/profiles/{name}/test",
         "/api/messages",
-        "/api/messages/{message_pk}",
+        "/api/messages/{id}",
     ):
         assert path in paths
 

@@ -270,7 +270,7 @@ def test_openapi_lists_event_and_template_paths(client: TestClient) -> None:
 
     for path in (
         "/api/events",
-        "/api/events/{event_pk}",
+        "/api/events/{id}",
         "/api/templates",
         "/api/templates/preview",
         "/api/templates/{name}",

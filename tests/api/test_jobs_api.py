@@ -277,7 +277,7 @@ def test_reports_json_csv_xlsx(
     assert filtered.json()["runs"] == []
     bad = client.get("/api/reports/schedule-history", params={"since": "yesterday"})
     assert bad.status_code == 422
-    assert bad.json()["detail"][0]["loc"] == ["body", "since"]
+    assert bad.json()["detail"][0]["loc"] == ["query", "since"]
 
 
 def test_data_source_password_never_shown(

@@ -128,7 +128,7 @@ def test_set_refresh_token_needs_stdin(cli: Cli, provider: OAuthServer) -> None:
     result = cli("profile", "oauth", "set-refresh-token", "Orders", stdin="\n")
 
     assert result.exit_code == 2
-    assert "no refresh token" in result.output
+    assert "standard input was empty" in result.output
 
 
 def test_oauth_connect_prints_start_page(cli: Cli, provider: OAuthServer) -> None:

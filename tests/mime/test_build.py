@@ -295,13 +295,14 @@ def test_international_domain_alone_stays_ascii() -> None:
     assert built.recipients[0][0] == "bob@xn--bcher-kva.example"
 
 
-# Text that build_message accepts in a header: no C0 control characters or
-# DEL (those are rejected, see test_header_injection_rejected) and no lone
-# surrogates (not encodable as UTF-8).
+# Text that build_message accepts in a header: no C0 control characters,
+# DEL or line separators (NEL, U+2028, U+2029), which are rejected (see
+# test_header_injection_rejected), and no lone surrogates (not encodable as
+# UTF-8).
 header_text = st.text(
     st.characters(
         blacklist_categories=("Cs",),
-        blacklist_characters=[chr(c) for c in [*range(32), 127]],
+        blacklist_characters=[chr(c) for c in [*range(32), 127, 0x85, 0x2028, 0x2029]],
     ),
     max_size=120,
 )

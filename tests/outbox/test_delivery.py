@@ -355,12 +355,12 @@ def test_expired_lease_is_claimed_again(
     message_pk = queue(any_runtime)
 
     # A worker claims the message and dies before recording anything.
-    claimed, _profiles = store.claim_due(any_runtime.sessions, "dead-worker", 10, 0.05)
+    claimed, _profiles = store.claim_due(any_runtime.sessions, "dead-worker", 10, 1.0)
     assert [message.id for message in claimed] == [message_pk]
     assert view(any_runtime, message_pk)["status"] == "sending"
     assert store.claim_due(any_runtime.sessions, "other", 10, 60)[0] == []
 
-    asyncio.run(asyncio.sleep(0.1))
+    asyncio.run(asyncio.sleep(1.2))
     drain(any_runtime)
 
     assert view(any_runtime, message_pk)["status"] == "sent"

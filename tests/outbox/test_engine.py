@@ -216,7 +216,8 @@ def test_drop_after_data_records_disconnect(
     any_runtime: Runtime, start_scripted: Callable[..., ScriptedServer]
 ) -> None:
     server = start_scripted(replies={"DATA": [DROP, "250 2.0.0 OK queued as AGAIN"]})
-    add_profile(any_runtime, server.port)
+    # One connection, so the first message is the one whose DATA is dropped.
+    add_profile(any_runtime, server.port, max_connections=1)
     first_pk = queue(any_runtime)
     second_pk = queue(any_runtime)
 

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from postroom.config import ConfigError, load_settings
 from postroom.crypto import SecretKeyError
@@ -62,6 +63,16 @@ def errors_as_exits() -> Iterator[None]:
             for error in exc.errors()
         )
         fail(problems, EXIT_INVALID)
+    except (DataError, IntegrityError) as exc:
+        # A value that validation let through and the database rejected. The
+        # transaction was rolled back. Only the driver's first line is shown,
+        # because SQLAlchemy's full text lists the statement's parameters.
+        lines = str(exc.orig or exc).strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
+        fail(
+            f"database: rejected a value ({reason}); nothing was stored",
+            EXIT_INVALID,
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -106,13 +117,41 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         typer.echo(line.rstrip())
 
 
-def read_secret_from_stdin(what: str) -> str:
-    """Read one line from standard input, or prompt twice on a terminal."""
+def read_secret_from_stdin(what: str, field: str, option: str | None = None) -> str:
+    """Read one line from standard input, or prompt twice on a terminal.
+
+    Exits with an error naming ``field`` when the line is empty or not UTF-8.
+    A pipe that produced nothing (an unset variable, a failed command) must
+    not store an empty secret, and a secret in another encoding would be
+    stored garbled. The error never shows the input.
+    """
     if sys.stdin.isatty():
         first = typer.prompt(what, hide_input=True)
         second = typer.prompt(f"Repeat {what.lower()}", hide_input=True)
         if first != second:
-            fail(f"the two {what.lower()} entries do not match", EXIT_INVALID)
+            fail(f"{field}: the two {what.lower()} entries do not match", EXIT_INVALID)
         return str(first)
-    line = sys.stdin.readline()
-    return line.rstrip("\r\n")
+    stream = getattr(sys.stdin, "buffer", None)
+    raw: bytes | str = stream.readline() if stream else sys.stdin.readline()
+    try:
+        # A text stream decodes invalid bytes to surrogates (surrogateescape);
+        # turning them back into bytes lets the strict decode reject them.
+        data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogateescape")
+        line = data.decode("utf-8")
+    except UnicodeError:
+        fail(
+            f"{field}: standard input is not valid UTF-8 text; convert the "
+            f"{what.lower()} to UTF-8, for example with iconv -f latin1 -t utf-8",
+            EXIT_INVALID,
+        )
+    secret = line.rstrip("\r\n")
+    if not secret:
+        command = f"postroom ... {option}" if option else "postroom ..."
+        message = (
+            f"{field}: standard input was empty; pipe the {what.lower()} in as one "
+            f"line, for example printf '%s\\n' \"$SECRET\" | {command}"
+        )
+        if option:
+            message += f", or leave out {option}"
+        fail(message, EXIT_INVALID)
+    return secret

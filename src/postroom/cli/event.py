@@ -19,6 +19,7 @@ from postroom.cli.common import (
 from postroom.cli.template_io import read_data_file
 from postroom.domain.db import transaction
 from postroom.domain.notifications import Event
+from postroom.domain.validation import check_row_id
 from postroom.errors import NotFoundError
 from postroom.events.schema import EventInput, check_event
 from postroom.events.service import record_events
@@ -68,7 +69,8 @@ def send(
     elif data is not None:
         try:
             event_data = json.loads(data)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:
+            # JSONDecodeError, or a number with more digits than int() reads.
             fail(f"--data is not valid JSON: {exc}", EXIT_INVALID)
     if not isinstance(event_data, dict):
         fail("event data must be a JSON object", EXIT_INVALID)
@@ -111,7 +113,7 @@ def show(
 ) -> None:
     """Show an event, its data and the status of each message it queued."""
     with runtime() as opened, transaction(opened.sessions) as session:
-        event = session.get(Event, event_pk)
+        event = session.get(Event, check_row_id(event_pk))
         if event is None:
             raise NotFoundError(f"no event with id {event_pk}", field="id")
         view = event_view(session, event, include_data=True)

@@ -120,6 +120,10 @@ def read_file_option(path: Path | None, option: str) -> str | None:
         raise InvalidInputError(
             f"cannot read {path}: {exc.strerror}", field=option
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"{path} is not UTF-8 text; save it as UTF-8", field=option
+        ) from exc
 
 
 def merge_report(

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from postroom.cli.common import (
     EXIT_FAILED,
     EXIT_INVALID,
+    errors_as_exits,
     fail,
     print_json,
     print_table,
@@ -58,6 +59,7 @@ from postroom.cli.job_output import (
 from postroom.clock import utcnow
 from postroom.domain.db import transaction
 from postroom.domain.scheduling import JobRun
+from postroom.domain.validation import MAX_PAGE_SIZE, check_count
 from postroom.reports.builtin import parse_point_in_time
 from postroom.reports.sql import data_source_dialect
 from postroom.schedule.cron import CronSchedule, OnceSchedule, Schedule, check_time_zone
@@ -294,7 +296,10 @@ def show(name: NameArgument, as_json: JsonOption = False) -> None:
 @app.command("runs")
 def runs_(
     name: NameArgument,
-    limit: Annotated[int, typer.Option("--limit", help="How many, newest first.")] = 20,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", help=f"How many, newest first (1-{MAX_PAGE_SIZE})."),
+    ] = 20,
     as_json: JsonOption = False,
 ) -> None:
     """List a job's runs with their outcome and delivery result."""
@@ -304,7 +309,7 @@ def runs_(
             select(JobRun)
             .where(JobRun.job_pk == job.id)
             .order_by(JobRun.id.desc())
-            .limit(limit)
+            .limit(check_count(limit, "limit", MAX_PAGE_SIZE))
         )
         views = run_views(session, list(session.scalars(query)))
     if as_json:
@@ -375,7 +380,8 @@ def next_(
     """Show the next runs of a job, or of a schedule before saving it, in the
     job's time zone and in UTC, with a note where a daylight-saving change moves one."""
     now = utcnow()
-    start = parse_point_in_time(after, now, "after") if after else now
+    with errors_as_exits():
+        start = parse_point_in_time(after, now, "after") if after else now
     if name is None:
         if not cron and not at:
             fail("give a job NAME, or a schedule with --cron or --at", EXIT_INVALID)

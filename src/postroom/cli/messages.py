@@ -9,8 +9,9 @@ from sqlalchemy import select
 
 from postroom.cli.common import print_fields, print_json, print_table, runtime
 from postroom.domain.db import transaction
-from postroom.domain.models import OutboxMessage
-from postroom.errors import NotFoundError
+from postroom.domain.models import MessageStatus, OutboxMessage
+from postroom.domain.validation import MAX_PAGE_SIZE, check_count, check_row_id
+from postroom.errors import InvalidInputError, NotFoundError
 from postroom.outbox.actions import cancel_message, retry_message
 from postroom.outbox.queue import MessageRequest, enqueue, message_view
 
@@ -78,7 +79,7 @@ def show(
 ) -> None:
     """Show a message with each recipient's reply and every delivery attempt."""
     with runtime() as opened, transaction(opened.sessions) as session:
-        message = session.get(OutboxMessage, message_pk)
+        message = session.get(OutboxMessage, check_row_id(message_pk))
         if message is None:
             raise NotFoundError(f"no message with id {message_pk}", field="id")
         view = message_view(message)
@@ -110,16 +111,20 @@ def list_(
     profile: Annotated[
         str | None, typer.Option("--profile", help="Only this profile's messages.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="How many, newest first.")] = 20,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", help=f"How many, newest first (1-{MAX_PAGE_SIZE})."),
+    ] = 20,
     as_json: JsonOption = False,
 ) -> None:
     """List recent messages, newest first."""
-    query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
-    if status:
-        query = query.where(OutboxMessage.status == status)
-    if profile:
-        query = query.where(OutboxMessage.profile_name == profile)
     with runtime() as opened, transaction(opened.sessions) as session:
+        query = select(OutboxMessage).order_by(OutboxMessage.id.desc())
+        query = query.limit(check_count(limit, "limit", MAX_PAGE_SIZE))
+        if status is not None:
+            query = query.where(OutboxMessage.status == _check_status(status))
+        if profile:
+            query = query.where(OutboxMessage.profile_name == profile)
         views = [message_view(message) for message in session.scalars(query)]
     if as_json:
         print_json(views)
@@ -130,6 +135,16 @@ def list_(
     )
 
 
+def _check_status(value: str) -> MessageStatus:
+    try:
+        return MessageStatus(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(status.value for status in MessageStatus)
+        raise InvalidInputError(
+            f"{value!r} is not a message status; use one of {choices}", field="status"
+        ) from None
+
+
 @app.command("retry")
 def retry(
     message_pk: Annotated[int, typer.Argument(metavar="ID")],
@@ -137,7 +152,7 @@ def retry(
 ) -> None:
     """Queue a message again now (waiting, failed, partly sent or cancelled)."""
     with runtime() as opened, transaction(opened.sessions) as session:
-        view = message_view(retry_message(session, message_pk))
+        view = message_view(retry_message(session, check_row_id(message_pk)))
     if as_json:
         print_json(view)
         return
@@ -151,7 +166,7 @@ def cancel(
 ) -> None:
     """Cancel a queued or held message so that it is not sent."""
     with runtime() as opened, transaction(opened.sessions) as session:
-        view = message_view(cancel_message(session, message_pk))
+        view = message_view(cancel_message(session, check_row_id(message_pk)))
     if as_json:
         print_json(view)
         return

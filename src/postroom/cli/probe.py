@@ -160,7 +160,11 @@ def probe(
     Exit status 0 when a port works (and the login test, if any, passed), 1
     otherwise.
     """
-    password = read_secret_from_stdin("Password") if password_stdin else None
+    password = (
+        read_secret_from_stdin("Password", "password", "--password-stdin")
+        if password_stdin
+        else None
+    )
     with errors_as_exits():
         request = check_probe_request(
             host,

@@ -196,7 +196,7 @@ def _input(
     }
     given = {key: value for key, value in values.items() if value is not None}
     if password_stdin:
-        password = read_secret_from_stdin("Password")
+        password = read_secret_from_stdin("Password", "password", "--password-stdin")
         given["password"] = password
         given["confirm_password"] = password
     if clear_password:

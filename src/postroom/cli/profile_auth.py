@@ -108,7 +108,9 @@ def configure(
         if value is not None:
             values[key] = value
     if client_secret_stdin:
-        values["oauth_client_secret"] = read_secret_from_stdin("Client secret")
+        values["oauth_client_secret"] = read_secret_from_stdin(
+            "Client secret", "oauth_client_secret", "--client-secret-stdin"
+        )
     with runtime() as opened:
         _update(opened, name, values)
         _show_oauth(opened, name, as_json)
@@ -147,7 +149,7 @@ def connect(name: ProfileName, as_json: JsonOption = False) -> None:
 @oauth_app.command("set-refresh-token")
 def set_refresh_token(name: ProfileName, as_json: JsonOption = False) -> None:
     """Store a refresh token read from standard input (never from an option)."""
-    token = read_secret_from_stdin("Refresh token").strip()
+    token = read_secret_from_stdin("Refresh token", "oauth_refresh_token").strip()
     if not token:
         fail("no refresh token on standard input", EXIT_INVALID)
     with runtime() as opened:

@@ -9,7 +9,7 @@ import tempfile
 from datetime import UTC
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic_core import to_jsonable_python
@@ -69,7 +69,10 @@ def _write(table: Table, fmt: OutputFormat, output: Path | None) -> None:
             table, ReportFormat(fmt.value), folder / f"report.{fmt.value}"
         )
         if output is not None:
-            shutil.copyfile(report.path, output)
+            try:
+                shutil.copyfile(report.path, output)
+            except OSError as exc:
+                _output_failed(output, exc)
             typer.echo(f"wrote {report.rows} rows to {output}", err=True)
             return
         sys.stdout.flush()
@@ -86,8 +89,20 @@ def _emit_json(data: Any, output: Path | None) -> None:
         print_json(data)
         return
     text = json.dumps(to_jsonable_python(data), indent=2, ensure_ascii=False)
-    output.write_text(text + "\n", encoding="utf-8")
+    try:
+        output.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        _output_failed(output, exc)
     typer.echo(f"wrote {output}", err=True)
+
+
+def _output_failed(output: Path, exc: OSError) -> NoReturn:
+    shown = str(output) if len(str(output)) <= 80 else str(output)[:80] + "..."
+    fail(
+        f"output: cannot write {shown!r} ({exc.strerror or exc}); give a writable "
+        "file path in an existing folder",
+        EXIT_INVALID,
+    )
 
 
 @app.command("schedule-list")

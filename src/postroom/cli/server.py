@@ -200,7 +200,10 @@ def sink(
             folder = load_settings().data_dir / "sink"
         except ConfigError as exc:
             fail(str(exc), EXIT_INVALID)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"folder: cannot create {folder}: {exc.strerror or exc}", EXIT_INVALID)
 
     def announce(message: ReceivedMessage) -> None:
         subject = message.headers.get("Subject", "")

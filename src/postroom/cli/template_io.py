@@ -32,7 +32,9 @@ def read_data_file(path: Path) -> Any:
         if path.suffix.lower() == ".toml":
             return tomllib.loads(text)
         return json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        # ValueError also covers JSONDecodeError and numbers with more digits
+        # than int() reads.
         fail(
             f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}",
             EXIT_INVALID,

@@ -12,7 +12,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,7 +25,12 @@ from postroom.crypto import SecretBox
 from postroom.domain.models import AuthMechanism, Profile, Security
 from postroom.domain.oauth_models import OAuthGrant
 from postroom.domain.oauth_providers import preset
-from postroom.domain.validation import check_single_line
+from postroom.domain.validation import (
+    check_file,
+    check_length,
+    check_single_line,
+    column_length,
+)
 from postroom.errors import InvalidInputError
 
 # A refresh token whose known expiry is this close gets a warning.
@@ -72,11 +76,7 @@ def _blank_to_none(value: str | None) -> str | None:
 
 
 def _check_file(value: str, field_name: str, what: str) -> str:
-    path = Path(value)
-    if not path.is_file():
-        raise InvalidInputError(
-            f"{what} {value!r} does not exist or is not a file", field=field_name
-        )
+    path = check_file(value, field_name, what)
     if not os.access(path, os.R_OK):
         raise InvalidInputError(
             f"{what} {value!r} is not readable by the Postroom process",
@@ -169,6 +169,7 @@ def prepare(
         value = _blank_to_none(getattr(data, name))
         if value is not None:
             check_single_line(value, name)
+            check_length(value, name, column_length(getattr(Profile, name)))
         changes.plain[name] = value
     principal = changes.plain.get("kerberos_service_principal")
     if principal is not None and not _SERVICE_PRINCIPAL.match(principal):
@@ -190,6 +191,9 @@ def prepare(
         changes.plain["oauth_provider"] = provider.value if provider else None
     if "oauth_authorization_endpoint" in given:
         value = _blank_to_none(data.oauth_authorization_endpoint)
+        if value is not None:
+            limit = column_length(Profile.oauth_authorization_endpoint)
+            check_length(value, "oauth_authorization_endpoint", limit)
         changes.plain["oauth_authorization_endpoint"] = (
             check_endpoint(value, "oauth_authorization_endpoint") if value else None
         )

@@ -27,7 +27,9 @@ from postroom.domain.scheduling import Job
 from postroom.domain.validation import (
     check_ca_bundle,
     check_host,
+    check_length,
     check_single_line,
+    column_length,
     parse_mailbox,
 )
 from postroom.errors import ConflictError, InvalidInputError, NotFoundError
@@ -67,9 +69,31 @@ _PLAIN_FIELDS = (
     *LIMIT_FIELDS,
 )
 
+# Fields that may be empty: an explicit null clears them. The other plain
+# fields always have a value, so null for them is rejected on update and
+# means "the default" on create, where there is no stored value to keep.
+_CLEARABLE_FIELDS = frozenset(
+    {
+        "client",
+        "host",
+        "inbound_host",
+        "inbound_port",
+        "login",
+        "from_address",
+        "ehlo_name",
+        "ca_bundle",
+        # Null is "no limit" for the rate and recipient limits.
+        *LIMIT_FIELDS,
+    }
+)
+
 
 class ProfileInput(BaseModel):
-    """Fields of a profile as a caller sends them; unset fields are unchanged."""
+    """Fields of a profile as a caller sends them.
+
+    On update, a field left out is unchanged, and null clears an optional
+    field (see _CLEARABLE_FIELDS).
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -207,8 +231,7 @@ def _check_name(value: str) -> str:
     value = check_single_line(value.strip(), "name")
     if not value:
         raise InvalidInputError("is required", field="name")
-    if len(value) > 200:
-        raise InvalidInputError("must be at most 200 characters", field="name")
+    check_length(value, "name", column_length(Profile.name))
     if "/" in value:
         raise InvalidInputError("must not contain '/'", field="name")
     return value
@@ -226,6 +249,12 @@ def _normalize(state: dict[str, Any], is_system: bool) -> dict[str, Any]:
     for field in ("client", "login", "ehlo_name", "ca_bundle"):
         value = _blank_to_none(state[field])
         state[field] = check_single_line(value, field) if value else None
+    # Checked before the host and path checks, so an overlong value gets the
+    # message about its length rather than a less direct one.
+    for field in ("client", "host", "inbound_host", "login", "ehlo_name", "ca_bundle"):
+        if state[field] is not None:
+            limit = column_length(getattr(Profile, field))
+            check_length(state[field].strip(), field, limit)
 
     state["host"] = _blank_to_none(state["host"])
     if state["host"] is not None:
@@ -258,6 +287,10 @@ def _normalize(state: dict[str, Any], is_system: bool) -> dict[str, Any]:
     if state["from_address"] is not None:
         state["from_address"] = str(
             parse_mailbox(state["from_address"], "from_address")
+        )
+        # The rendered form is what is stored, so it is what must fit.
+        check_length(
+            state["from_address"], "from_address", column_length(Profile.from_address)
         )
     elif state["is_active"]:
         raise InvalidInputError(
@@ -301,8 +334,12 @@ def _check_limits(state: dict[str, Any]) -> None:
         state[field] = value or None
 
 
-def _new_password(data: ProfileInput) -> str | None:
-    """Return the new password, or None to keep the stored one."""
+def _new_password(data: ProfileInput, login: str | None) -> str | None:
+    """Return the new password, or None to keep the stored one.
+
+    ``login`` is the profile's login after the change: a password is sent
+    only with a login, so one without is rejected.
+    """
     if data.password is None or data.password.get_secret_value() == "":
         if (
             data.confirm_password is not None
@@ -324,6 +361,12 @@ def _new_password(data: ProfileInput) -> str | None:
         raise InvalidInputError(
             "does not match password; enter the same password in both fields",
             field="confirm_password",
+        )
+    if login is None:
+        raise InvalidInputError(
+            "is only used together with a login; set login as well, or leave the "
+            "password out",
+            field="password",
         )
     return password
 
@@ -357,14 +400,22 @@ def _preset_values(data: ProfileInput) -> dict[str, Any]:
     return find_preset(data.preset).profile_values()
 
 
-def _given(data: ProfileInput) -> dict[str, Any]:
-    # A limit given as null is set to "no limit"; other fields ignore null.
-    return {
-        name: getattr(data, name)
-        for name in _PLAIN_FIELDS
-        if name in data.model_fields_set
-        and (getattr(data, name) is not None or name in LIMIT_FIELDS)
-    }
+def _given(data: ProfileInput, *, updating: bool) -> dict[str, Any]:
+    """Return the plain fields the caller sent, with null kept where it clears."""
+    given: dict[str, Any] = {}
+    for name in _PLAIN_FIELDS:
+        if name not in data.model_fields_set:
+            continue
+        value = getattr(data, name)
+        if value is None and name not in _CLEARABLE_FIELDS:
+            if updating:
+                raise InvalidInputError(
+                    "cannot be null; leave the field out to keep the current value",
+                    field=name,
+                )
+            continue
+        given[name] = value
+    return given
 
 
 def list_profiles(session: Session, clients: list[str] | None = None) -> list[Profile]:
@@ -398,9 +449,10 @@ def create_profile(session: Session, box: SecretBox, data: ProfileInput) -> Prof
     if not data.name:
         raise InvalidInputError("is required", field="name")
     state = _normalize(
-        _defaults() | _preset_values(data) | _given(data), is_system=False
+        _defaults() | _preset_values(data) | _given(data, updating=False),
+        is_system=False,
     )
-    password = _new_password(data)
+    password = _new_password(data, state["login"])
     auth = profile_auth.prepare(data, state, None, box)
     _ensure_name_free(session, state["name"])
 
@@ -417,13 +469,18 @@ def create_profile(session: Session, box: SecretBox, data: ProfileInput) -> Prof
 def update_profile(
     session: Session, box: SecretBox, name: str, data: ProfileInput
 ) -> Profile:
-    """Apply the given fields; a missing or empty password keeps the stored one."""
+    """Apply the given fields; a missing or empty password keeps the stored one.
+
+    Null clears an optional field. Clearing the login also removes the
+    stored password, which is never sent without one.
+    """
     profile = get_profile(session, name)
     current = {field: getattr(profile, field) for field in _PLAIN_FIELDS}
     state = _normalize(
-        current | _preset_values(data) | _given(data), is_system=profile.is_system
+        current | _preset_values(data) | _given(data, updating=True),
+        is_system=profile.is_system,
     )
-    password = _new_password(data)
+    password = _new_password(data, state["login"])
     if password is not None and data.clear_password:
         raise InvalidInputError(
             "cannot be combined with a new password", field="clear_password"
@@ -459,7 +516,7 @@ def update_profile(
         setattr(profile, field, value)
     if password is not None:
         profile.password_encrypted = box.encrypt(password)
-    elif data.clear_password:
+    elif data.clear_password or state["login"] is None:
         profile.password_encrypted = None
     profile_auth.apply(session, box, profile, auth)
     session.flush()

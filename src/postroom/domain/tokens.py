@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from postroom.clock import utcnow
 from postroom.domain.models import ApiToken
-from postroom.domain.validation import check_single_line
+from postroom.domain.validation import check_length, check_single_line, column_length
 from postroom.errors import ConflictError, InvalidInputError, NotFoundError
 
 TOKEN_PREFIX = "pr_"
@@ -26,6 +26,7 @@ def create_token(session: Session, name: str) -> str:
     name = check_single_line(name.strip(), "name")
     if not name:
         raise InvalidInputError("is required", field="name")
+    check_length(name, "name", column_length(ApiToken.name))
     if session.scalars(select(ApiToken).where(ApiToken.name == name)).first():
         raise ConflictError(f"a token named {name!r} already exists", field="name")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)

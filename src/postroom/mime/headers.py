@@ -37,14 +37,18 @@ _ATEXT = frozenset(
 # RFC 2231, 7: attribute-char, what an extended parameter value carries
 # without percent-encoding.
 _ATTRIBUTE_CHARS = "!#$&+-.^_`|~"
-# A CR LF pair counts as one line break, so it becomes one space.
-_CONTROLS = re.compile(r"\r\n|[\x00-\x1f\x7f]")
+# A CR LF pair counts as one line break, so it becomes one space. NEL,
+# U+2028 and U+2029 are line breaks to str.splitlines() and the email
+# package, and postroom.domain.validation rejects them in typed input.
+_CONTROLS = re.compile(r"\r\n|[\x00-\x1f\x7f\x85\u2028\u2029]")
 _SPACE_RUNS = re.compile(r"[ \t]+")
 _WSP_WORD = re.compile(r"[ \t]*[^ \t]+|[ \t]+$")
 
 
 def clean_header_text(value: str) -> str:
     """Fold a value safely onto one line: control characters become spaces.
+
+    Line separators (NEL, U+2028, U+2029) count as control characters here.
 
     CR and LF are the characters that could start a new header or end the
     message, so values rendered from event data pass through here before

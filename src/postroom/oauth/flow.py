@@ -27,6 +27,7 @@ from postroom.domain.models import AuthMechanism, Profile
 from postroom.domain.oauth_models import OAuthFlow
 from postroom.domain.oauth_providers import preset, provider_label
 from postroom.domain.profiles import release_held_messages
+from postroom.domain.validation import column_length
 from postroom.errors import InvalidInputError, NotFoundError
 from postroom.oauth.tokens import oauth_client
 from postroom.smtp.mechanisms.xoauth2 import AccessTokenError
@@ -79,6 +80,16 @@ def start_flow(
             f"profile {profile.name!r} has no OAuth authorization endpoint; set "
             "oauth_authorization_endpoint or oauth_provider",
             field="oauth_authorization_endpoint",
+        )
+
+    # The redirect URI is built from public_url or, without it, from the Host
+    # header of the request that started the flow.
+    if len(redirect_uri) > column_length(OAuthFlow.redirect_uri):
+        raise InvalidInputError(
+            f"the redirect URI would be {len(redirect_uri)} characters long, more "
+            f"than the {column_length(OAuthFlow.redirect_uri)} Postroom stores; set "
+            "public_url to the shorter address browsers use to reach Postroom",
+            field="public_url",
         )
 
     # 64 random bytes make an 86-character verifier, within RFC 7636's 43-128.

@@ -27,6 +27,7 @@ from postroom.domain.connection import connection_settings
 from postroom.domain.db import transaction
 from postroom.domain.models import AuthMechanism, Profile
 from postroom.domain.oauth_models import OAuthGrant
+from postroom.domain.validation import column_length
 from postroom.oauth.client import OAuthClient, TokenResponse
 from postroom.smtp.mechanisms.xoauth2 import AccessTokenError
 from postroom.smtp.settings import ConnectionSettings
@@ -218,7 +219,10 @@ def _record_failure(
         if profile is None or grant is None:
             return
         grant.failed_at = utcnow()
-        grant.failure_error = failure.error
+        # The provider chooses the error code. One longer than the column is
+        # cut, so the failure is still recorded.
+        limit = column_length(OAuthGrant.failure_error)
+        grant.failure_error = failure.error[:limit] if failure.error else None
         grant.failure_description = failure.description
         grant.failure_status = failure.status
         first = not grant.alerted

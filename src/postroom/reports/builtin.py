@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import MAXYEAR, UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -78,20 +78,40 @@ def parse_point_in_time(text: str, now: datetime, field: str) -> datetime:
     value = text.strip()
     relative = _RELATIVE.match(value.lower())
     if relative:
-        amount, unit = int(relative[1]), relative[2]
-        return now - timedelta(**{_UNITS[unit]: amount})
+        unit = relative[2]
+        try:
+            return now - timedelta(**{_UNITS[unit]: int(relative[1])})
+        except (OverflowError, ValueError) as exc:
+            # OverflowError: before year 1 or beyond timedelta's range;
+            # ValueError: more digits than int() converts.
+            raise InvalidInputError(
+                f"{_shorten(text)!r} reaches back before the year 1; give a shorter "
+                "duration, such as 52w, or a date",
+                field=field,
+            ) from exc
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
         raise InvalidInputError(
-            f"{text!r} is not a time; use a duration before now (24h, 7d, 30m, 2w), "
-            "a date (2026-03-01) or a date and time (2026-03-01T07:00, UTC unless "
-            "an offset is given)",
+            f"{_shorten(text)!r} is not a time; use a duration before now (24h, 7d, "
+            "30m, 2w), a date (2026-03-01) or a date and time (2026-03-01T07:00, "
+            "UTC unless an offset is given)",
             field=field,
         ) from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidInputError(
+            f"{_shorten(text)!r} falls outside the years 1 to {MAXYEAR} in UTC; "
+            "give a time within them",
+            field=field,
+        ) from exc
+
+
+def _shorten(text: str, keep: int = 40) -> str:
+    return text if len(text) <= keep else text[:keep] + "..."
 
 
 def _utc_text(value: datetime | None) -> str | None:

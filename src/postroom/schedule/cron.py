@@ -23,7 +23,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import MAXYEAR, UTC, datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -160,8 +160,22 @@ class CronSchedule:
     def next_after(self, after: datetime) -> Occurrence:
         """Return the first run strictly after ``after`` (an aware datetime).
 
-        Raises InvalidInputError when the expression never fires.
+        Raises InvalidInputError when the expression never fires, or when the
+        next run falls outside the years 1 to 9999, which datetime cannot hold.
         """
+        try:
+            return self._next_after(after)
+        except (OverflowError, ValueError) as exc:
+            # datetime raises OverflowError, and croniter (through dateutil)
+            # ValueError "year 10000 is out of range", at the calendar's ends.
+            raise InvalidInputError(
+                f"no run of {self.expression!r} can be computed after "
+                f"{after.isoformat()}: it would fall outside the years 1 to "
+                f"{MAXYEAR}; give an earlier time",
+                field="after",
+            ) from exc
+
+    def _next_after(self, after: datetime) -> Occurrence:
         wall = after.astimezone(self.zone)
         start = wall.replace(tzinfo=None)
         if (
@@ -208,7 +222,14 @@ class OnceSchedule:
         return f"Once, on {self.run_at:%Y-%m-%d} at {self.run_at:%H:%M}"
 
     def at(self) -> Occurrence:
-        return _occurrences(self.run_at, self.zone, interval=False)[0]
+        try:
+            return _occurrences(self.run_at, self.zone, interval=False)[0]
+        except OverflowError as exc:
+            raise InvalidInputError(
+                f"{self.run_at:%Y-%m-%dT%H:%M} in {self.zone.key} falls outside the "
+                f"years 1 to {MAXYEAR} in UTC; give a time within them",
+                field="run_at",
+            ) from exc
 
     def next_after(self, after: datetime) -> Occurrence | None:
         occurrence = self.at()

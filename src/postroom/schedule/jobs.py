@@ -18,7 +18,12 @@ from postroom.domain.scheduling import (
     OnEmpty,
     ReportFormat,
 )
-from postroom.domain.validation import check_single_line, parse_mailbox
+from postroom.domain.validation import (
+    check_length,
+    check_single_line,
+    column_length,
+    parse_mailbox,
+)
 from postroom.errors import ConflictError, InvalidInputError, NotFoundError
 from postroom.reports.sql import check_data_source, check_query
 from postroom.schedule.cron import (
@@ -142,8 +147,7 @@ def _check_name(value: str | None) -> str:
     value = check_single_line((value or "").strip(), "name")
     if not value:
         raise InvalidInputError("is required", field="name")
-    if len(value) > 200:
-        raise InvalidInputError("must be at most 200 characters", field="name")
+    check_length(value, "name", column_length(Job.name))
     if "/" in value:
         raise InvalidInputError("must not contain '/'", field="name")
     return value
@@ -229,6 +233,8 @@ def _normalize(
     state["name"] = _check_name(state["name"])
     client = (state["client"] or "").strip()
     state["client"] = check_single_line(client, "client") or None
+    if state["client"] is not None:
+        check_length(state["client"], "client", column_length(Job.client))
 
     if state["cron"] is not None:
         state["cron"] = state["cron"].strip() or None
@@ -237,7 +243,9 @@ def _normalize(
     state["time_zone"] = (state["time_zone"] or "UTC").strip()
     schedule = _schedule_from(state, now, check_future=schedule_changed)
     if isinstance(schedule, CronSchedule):
-        state["cron"] = schedule.expression
+        state["cron"] = check_length(
+            schedule.expression, "cron", column_length(Job.cron)
+        )
     else:
         state["run_at"] = schedule.run_at.isoformat()
 

@@ -10,7 +10,13 @@ import json
 import re
 from typing import Any
 
-from postroom.domain.validation import check_single_line, parse_mailbox
+from postroom.domain.notifications import Template
+from postroom.domain.validation import (
+    check_length,
+    check_single_line,
+    column_length,
+    parse_mailbox,
+)
 from postroom.errors import InvalidInputError
 from postroom.mime.build import RESERVED_HEADERS, check_unsubscribe_uri
 from postroom.mime.parts import split_content_type
@@ -55,8 +61,7 @@ def _check_name(value: str | None) -> str:
     if name is None:
         raise InvalidInputError("is required", field="name")
     check_single_line(name, "name")
-    if len(name) > 200:
-        raise InvalidInputError("must be at most 200 characters", field="name")
+    check_length(name, "name", column_length(Template.name))
     if "/" in name:
         raise InvalidInputError("must not contain '/'", field="name")
     return name
@@ -67,6 +72,7 @@ def check_event_type(value: str | None, field: str = "event_type") -> str:
     event_type = _blank_to_none(value)
     if event_type is None:
         raise InvalidInputError("is required, for example order.shipped", field=field)
+    check_length(event_type, field, column_length(Template.event_type))
     if not _EVENT_TYPE.match(event_type):
         raise InvalidInputError(
             f"{event_type[:80]!r} is not a valid event type; use letters, digits "
@@ -201,8 +207,8 @@ def normalize(state: dict[str, Any]) -> dict[str, Any]:
     state["event_type"] = check_event_type(state["event_type"])
     client = _blank_to_none(state["client"])
     state["client"] = _single_line(client, "client") if client else None
-    if state["client"] and len(state["client"]) > 200:
-        raise InvalidInputError("must be at most 200 characters", field="client")
+    if state["client"]:
+        check_length(state["client"], "client", column_length(Template.client))
     state["locale"] = normalize_locale(state["locale"])
 
     subject = _blank_to_none(state["subject"])
@@ -221,6 +227,10 @@ def normalize(state: dict[str, Any]) -> dict[str, Any]:
     state["from_address"] = (
         str(parse_mailbox(from_address, "from_address")) if from_address else None
     )
+    if state["from_address"]:
+        # The rendered form is what is stored, so it is what must fit.
+        limit = column_length(Template.from_address)
+        check_length(state["from_address"], "from_address", limit)
     for name in ("to", "cc", "bcc", "reply_to"):
         state[name] = _check_recipients(list(state[name]), name)
     if not (state["to"] or state["cc"] or state["bcc"]):
@@ -236,6 +246,9 @@ def normalize(state: dict[str, Any]) -> dict[str, Any]:
     )
     profile = _blank_to_none(state["profile_name"])
     state["profile_name"] = _single_line(profile, "profile") if profile else None
+    if state["profile_name"]:
+        limit = column_length(Template.profile_name)
+        check_length(state["profile_name"], "profile", limit)
 
     sample = state["sample_data"]
     if sample is not None and len(json.dumps(sample)) > MAX_SAMPLE_DATA_BYTES:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from postroom.api.deps import RuntimeDep, TokenDep
+from postroom.api.params import BeforeIdQuery, IdPath, LimitQuery
 from postroom.domain.db import transaction
 from postroom.domain.notifications import Event
 from postroom.errors import InvalidInputError, NotFoundError
@@ -75,8 +76,10 @@ def post_events(
     return result.answer
 
 
-@router.get("/{event_pk}")
-def get_event(event_pk: int, runtime: RuntimeDep, _token: TokenDep) -> dict[str, Any]:
+@router.get("/{id}")
+def get_event(
+    event_pk: IdPath, runtime: RuntimeDep, _token: TokenDep
+) -> dict[str, Any]:
     """Show an event with its data and the current status of each message."""
     with transaction(runtime.sessions) as session:
         event = session.get(Event, event_pk)
@@ -91,10 +94,8 @@ def list_events(
     _token: TokenDep,
     event_type: Annotated[str | None, Query(alias="type")] = None,
     client: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before_id: Annotated[
-        int | None, Query(description="Page: ids below this one")
-    ] = None,
+    limit: LimitQuery = 50,
+    before_id: BeforeIdQuery = None,
 ) -> list[dict[str, Any]]:
     """List events, newest first, without their data."""
     query = select(Event).order_by(Event.id.desc()).limit(limit)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from postroom.api.deps import RuntimeDep, TokenDep
+from postroom.api.params import BeforeIdQuery, IdPath, LimitQuery
 from postroom.clock import utcnow
 from postroom.domain.db import transaction
 from postroom.domain.scheduling import JobRun
@@ -167,10 +168,8 @@ def runs(
     name: str,
     runtime: RuntimeDep,
     _token: TokenDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 20,
-    before_id: Annotated[
-        int | None, Query(description="Page: runs below this id")
-    ] = None,
+    limit: LimitQuery = 20,
+    before_id: BeforeIdQuery = None,
 ) -> list[dict[str, Any]]:
     """List the job's runs, newest first, with each email's delivery result."""
     with transaction(runtime.sessions) as session:
@@ -186,9 +185,9 @@ def runs(
         return run_views(session, list(session.scalars(query)))
 
 
-@router.get("/{name}/runs/{run_pk}")
+@router.get("/{name}/runs/{id}")
 def run(
-    name: str, run_pk: int, runtime: RuntimeDep, _token: TokenDep
+    name: str, run_pk: IdPath, runtime: RuntimeDep, _token: TokenDep
 ) -> dict[str, Any]:
     with transaction(runtime.sessions) as session:
         return run_views(session, [get_run(session, run_pk, job_name=name)])[0]

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from postroom.api.deps import RuntimeDep, TokenDep
+from postroom.api.params import BeforeIdQuery, IdPath, LimitQuery
 from postroom.domain.db import transaction
 from postroom.domain.models import MessageStatus, OutboxMessage
 from postroom.errors import InvalidInputError, NotFoundError
@@ -75,9 +76,9 @@ def queue_message(
     return answer
 
 
-@router.get("/{message_pk}")
+@router.get("/{id}")
 def get_message(
-    message_pk: int, runtime: RuntimeDep, _token: TokenDep
+    message_pk: IdPath, runtime: RuntimeDep, _token: TokenDep
 ) -> dict[str, Any]:
     with transaction(runtime.sessions) as session:
         message = session.get(OutboxMessage, message_pk)
@@ -108,10 +109,8 @@ def list_messages(
     _token: TokenDep,
     status_filter: Annotated[MessageStatus | None, Query(alias="status")] = None,
     profile: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before_id: Annotated[
-        int | None, Query(description="Page: ids below this one")
-    ] = None,
+    limit: LimitQuery = 50,
+    before_id: BeforeIdQuery = None,
 ) -> list[dict[str, Any]]:
     """List messages, newest first, without their bodies."""
     query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)

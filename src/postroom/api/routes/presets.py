@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from postroom.api.deps import TokenDep
 from postroom.domain.presets import PRESETS, find_preset
+from postroom.errors import InvalidInputError
 
 router = APIRouter(prefix="/api/presets", tags=["presets"])
 
@@ -21,7 +22,11 @@ def list_presets(_token: TokenDep) -> list[dict[str, Any]]:
 def get_preset(name: str, _token: TokenDep) -> dict[str, Any]:
     """Resolve one preset, with its region for per-region providers
     (``ses-eu-west-1``)."""
-    resolved = find_preset(name)
+    try:
+        resolved = find_preset(name)
+    except InvalidInputError as exc:
+        # The service names its "preset" field; here the preset is the path.
+        raise InvalidInputError(exc.message, field="name") from exc
     return {
         "name": resolved.name,
         "provider": resolved.provider,

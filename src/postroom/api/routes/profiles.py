@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict
@@ -44,7 +45,7 @@ def create_profile(
     with transaction(runtime.sessions) as session:
         profile = profiles.create_profile(session, runtime.secrets, data)
         view = profiles.ProfileView.of(profile)
-    response.headers["Location"] = f"/api/profiles/{view.name}"
+    response.headers["Location"] = f"/api/profiles/{quote(view.name, safe='')}"
     return view
 
 

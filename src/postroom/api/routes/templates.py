@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,7 +62,7 @@ def create_template(
     limits = RenderLimits.from_settings(runtime.settings)
     with transaction(runtime.sessions) as session:
         view = TemplateView.of(store.create_template(session, limits, data))
-    response.headers["Location"] = f"/api/templates/{view.name}"
+    response.headers["Location"] = f"/api/templates/{quote(view.name, safe='')}"
     return view
 
 

@@ -20,7 +20,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("idempotency_key", sa.String(length=200), nullable=True)
         )
-        batch_op.add_column(sa.Column("request_hash", sa.String(length=64), nullable=True))
+        batch_op.add_column(
+            sa.Column("request_hash", sa.String(length=64), nullable=True)
+        )
         batch_op.create_index(
             "ix_messages_idempotency_key", ["idempotency_key"], unique=True
         )
