@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from postroom import __version__
-from postroom.api.errors import install_error_handlers
+from postroom.api.errors import install_error_handlers, install_validation_handler
 from postroom.api.routes import (
     diagnose,
     events,
@@ -60,6 +60,7 @@ def create_app(
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    install_validation_handler(app)
 
     @app.get("/api/health", tags=["health"])
     def health() -> dict[str, str]:
