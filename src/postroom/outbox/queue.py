@@ -76,10 +76,47 @@ def store_message(
     return message
 
 
+def _largest_part(request: MessageRequest) -> tuple[str, int]:
+    """Return the request field that makes a message largest, with its size."""
+    sizes = {
+        "text": len((request.text or "").encode()),
+        "html": len((request.html or "").encode()),
+        "headers": sum(
+            len(name.encode()) + len(value.encode())
+            for name, value in request.headers.items()
+        ),
+        "subject": len(request.subject.encode()),
+    }
+    field = max(sizes, key=lambda name: sizes[name])
+    return field, sizes[field]
+
+
+def _too_large(field: str, size: int, limit: int, what: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"the message is too large: {what} {size:,} bytes, over the limit of "
+        f"{limit:,} bytes for a message (POSTROOM_MAX_MESSAGE_BYTES); shorten "
+        f"{field} or send the content as a link",
+        field=field,
+    )
+
+
 def enqueue(
-    session: Session, request: MessageRequest, *, source: str = "api"
+    session: Session,
+    request: MessageRequest,
+    *,
+    source: str = "api",
+    max_bytes: int | None = None,
 ) -> OutboxMessage:
-    """Validate, build and store a message; unknown profiles are an input error."""
+    """Validate, build and store a message; unknown profiles are an input error.
+
+    With ``max_bytes``, a message larger than that once built is an input
+    error naming the field that makes it large.
+    """
+    if max_bytes is not None:
+        # A field alone over the limit fails before building the message.
+        field, size = _largest_part(request)
+        if size > max_bytes:
+            raise _too_large(field, size, max_bytes, f"{field} alone is")
     profile = find_profile(session, request.profile)
     if profile is None:
         raise InvalidInputError(
@@ -106,6 +143,9 @@ def enqueue(
             headers=request.headers,
         )
     )
+    if max_bytes is not None and len(built.raw) > max_bytes:
+        field, _size = _largest_part(request)
+        raise _too_large(field, len(built.raw), max_bytes, "once built it is")
     return store_message(
         session,
         built,

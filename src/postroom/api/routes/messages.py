@@ -22,7 +22,12 @@ def queue_message(
 ) -> dict[str, Any]:
     """Commit a message to the outbox; the answer comes after the commit."""
     with transaction(runtime.sessions) as session:
-        message = enqueue(session, request, source="api")
+        message = enqueue(
+            session,
+            request,
+            source="api",
+            max_bytes=runtime.settings.max_message_bytes,
+        )
         answer = {
             "id": message.id,
             "message_id": message.message_id,
