@@ -163,7 +163,7 @@ class Runner:
 
         with tempfile.TemporaryDirectory(prefix="postroom-report-") as folder:
             path = Path(folder) / attachment_filename(job.name, when.date(), job.format)
-            with self._table(job, claimed) as table:
+            with self._table(job, claimed, budget) as table:
                 report = write_report(table, job.format, path, max_bytes=budget)
 
             if report.rows == 0 and job.on_empty == OnEmpty.SKIP:
@@ -200,7 +200,9 @@ class Runner:
             return self._queue(claimed, draft, report)
 
     @contextlib.contextmanager
-    def _table(self, job: JobSnapshot, claimed: ClaimedRun) -> Iterator[Table]:
+    def _table(
+        self, job: JobSnapshot, claimed: ClaimedRun, max_value_bytes: int
+    ) -> Iterator[Table]:
         settings = self.runtime.settings
         spec = job.report
         kind = spec.get("kind")
@@ -223,6 +225,9 @@ class Runner:
                 max_seconds=spec.get("time_limit_seconds")
                 or settings.report_max_seconds,
                 cancel=self.cancel,
+                # One value larger than the whole attachment may be can never
+                # be sent, so it stops the run before it is written.
+                max_value_bytes=max_value_bytes,
             ) as table:
                 yield table
             return
