@@ -163,7 +163,10 @@ def test_probe_never_downgrades_failed_starttls(
     assert port["usable"] is False
     assert port["security"] is None
     assert port["error_kind"] == "tls"
-    assert "handshake failed: the server reset the connection" in port["error"]
+    # The reset arrives with or without the kernel's message, depending on
+    # when the server's close lands; either way the error names it.
+    handshake_error = port["error"].partition("TLS handshake failed: ")[2]
+    assert "reset" in handshake_error.lower()
     assert body["recommendation"] is None
     assert body["login"] is None
     assert body["applied_to"] is None

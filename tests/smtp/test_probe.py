@@ -386,7 +386,10 @@ def test_failed_starttls_handshake_is_unusable(
     assert port["usable"] is False
     assert port["security"] is None
     assert port["error_kind"] == "tls"
-    assert "TLS handshake failed: the server reset the connection" in port["error"]
+    # The reset arrives with or without the kernel's message, depending on
+    # when the server's close lands; either way the error names it.
+    handshake_error = port["error"].partition("TLS handshake failed: ")[2]
+    assert "reset" in handshake_error.lower()
     assert result.recommendation is None
     assert result.login is None
     assert "AUTH" not in sent_verbs(server)

@@ -18,7 +18,7 @@ A single value larger than the report may be (``max_value_bytes``) fails
 the run: SQLite refuses to build it (SQLITE_LIMIT_LENGTH), and for other
 databases each value is measured before it is written.
 NOTE: PostgreSQL and other databases send the value before it can be
-measured, so one fetch may hold it in memory; only SQLite stops it sooner.
+measured, so one fetch may hold it in memory. Only SQLite stops it sooner.
 """
 
 from __future__ import annotations

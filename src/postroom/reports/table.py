@@ -67,8 +67,8 @@ def value_size(value: Any) -> int:
     if isinstance(value, bytes | bytearray | memoryview):
         return memoryview(value).nbytes
     text = value if isinstance(value, str) else cell_text(value)
-    # UTF-8 takes at most 4 bytes a character: count exactly only when that
-    # bound does not settle it.
+    # ASCII text takes one byte a character; other text is encoded to count
+    # its UTF-8 bytes.
     return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
 
 
