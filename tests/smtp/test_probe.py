@@ -536,3 +536,16 @@ def test_login_not_sent_when_starttls_appears(
     assert result.login.diagnosis is not None
     assert result.login.diagnosis["id"] == "starttls-offered-at-login"
     assert "AUTH" not in sent_verbs(server)
+
+
+def test_nonstandard_reply_code_is_protocol_error(
+    start_scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = start_scripted(greeting="999 weird")
+
+    result = probe("127.0.0.1", [server.port])
+
+    port = by_port(result)[server.port]
+    assert port["usable"] is False
+    assert port["error_kind"] == "protocol"
+    assert "code 999, which is not an SMTP reply code" in port["error"]

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from postroom.smtp.certificate import parse_certificate
-from postroom.smtp.replies import printable
+from postroom.smtp.replies import is_standard_reply_code, printable
 from postroom.smtp.settings import address_literal, machine_fqdn
 from postroom.smtp.tls import client_context
 
@@ -192,7 +192,13 @@ class _Conversation:
             self.partial_lines = len(lines)
             if match.group(2) == " ":
                 self.partial_lines = 0
-                return int(match.group(1)), lines
+                code = int(match.group(1))
+                if not is_standard_reply_code(code):
+                    raise ProtocolError(
+                        f"the server replied with code {code}, which is not an SMTP "
+                        "reply code: those start with 2, 3, 4 or 5"
+                    )
+                return code, lines
         raise ProtocolError(
             f"the server sent a reply of more than {_MAX_REPLY_LINES} lines"
         )
@@ -217,7 +223,7 @@ class _Conversation:
         try:
             async with asyncio.timeout(1.0):
                 await self.command("QUIT")
-        except (OSError, TimeoutError, NotSmtpError, ConnectionError):
+        except (OSError, TimeoutError, NotSmtpError, ProtocolError, ConnectionError):
             pass
 
     def close(self) -> None:
