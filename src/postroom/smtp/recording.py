@@ -82,6 +82,8 @@ class RecordingSMTP(aiosmtplib.SMTP):
         if protocol is not None:
             # aiosmtplib keeps the lines of a reply it has not finished
             # reading in the protocol's buffer, which closing discards.
+            # NOTE: _buffer is private to aiosmtplib (5.1); without it the
+            # greeting is reported as missing instead of unfinished.
             self.unfinished_reply = bytes(getattr(protocol, "_buffer", b""))
         super().close()
 

@@ -440,6 +440,8 @@ class SmtpSession:
             return response
 
         # An instance attribute shadows the method for this one call.
+        # NOTE: this relies on aiosmtplib's starttls() reading the reply with
+        # protocol.read_response, as version 5.1 does.
         protocol.read_response = recorded  # type: ignore[method-assign]
         try:
             yield
