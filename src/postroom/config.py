@@ -50,6 +50,14 @@ class Settings(BaseModel):
     log_level: str = "INFO"
     log_format: str = "json"
 
+    # HTTP request bodies larger than this get 413 before they are read in
+    # full. An event may carry 25 MiB of attachments (the notification
+    # limit), about 35 MB as base64 in its JSON, so 40 MB leaves it room.
+    max_request_bytes: int = Field(default=40_000_000, ge=1024)
+    # The largest message POST /api/messages queues, counted once built
+    # (headers and encoded bodies); the same default as report_max_message_bytes.
+    max_message_bytes: int = Field(default=10_000_000, ge=100_000)
+
     # Delivery worker.
     worker_batch_size: int = Field(default=50, ge=1, le=10_000)
     worker_poll_seconds: float = Field(default=1.0, gt=0)

@@ -30,6 +30,7 @@ from tests.peers.certs import Certificates
 from tests.peers.gssapi_smtp import GssapiHandler
 from tests.peers.ntlm import NtlmHandler, write_user_file
 from tests.peers.oauth_server import OAuthServer
+from tests.peers.scripted import ScriptedServer
 from tests.peers.xoauth2_smtp import XOAuth2Handler
 
 
@@ -239,3 +240,129 @@ def test_client_key_stays_hidden(
     # The key's base64 body, line by line, as well as the whole PEM.
     key_lines = [line for line in key.splitlines() if len(line) >= 40]
     observed.assert_no_leak([key, *key_lines])
+
+
+# Servers that quote the client's AUTH lines in their 535 reply: the test
+# email, the stored attempt and the recipient's reply must show none of them.
+
+
+@pytest.mark.parametrize(
+    ("offered", "mechanism"),
+    [("PLAIN", "UserPassword"), ("LOGIN", "UserPassword"), ("CRAM-MD5", "CRAM-MD5")],
+)
+def test_echoed_password_lines_stay_hidden(
+    observed: Observed,
+    start_scripted: Callable[..., ScriptedServer],
+    offered: str,
+    mechanism: str,
+) -> None:
+    password = "Echoed-Passw0rd-Secret"
+    server = start_scripted(extensions=[f"AUTH {offered}"], auth_echo=True)
+
+    observed.exercise(
+        body(
+            server.port,
+            mechanism=mechanism,
+            login="alice@example.com",
+            password=password,
+            confirm_password=password,
+        ),
+        expect_ok=False,
+    )
+
+    message = observed.texts[-3]
+    assert "[secret hidden]" in message, "the stored attempt shows no echo"
+    observed.assert_no_leak(
+        [password, *[line for line in server.auth_lines if len(line) >= 8]]
+    )
+
+
+def test_echoed_ntlm_tokens_stay_hidden(
+    observed: Observed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = "Ntlm-Echoed-Passw0rd"
+    monkeypatch.setenv(
+        "NTLM_USER_FILE",
+        write_user_file(str(tmp_path / "users"), [("CORP", "bob", password)]),
+    )
+    server = AuthServer(NtlmHandler(echo_rejection=True)).start()
+    try:
+        observed.exercise(
+            body(
+                server.port,
+                mechanism="NTLM",
+                login="CORP\\bob",
+                password=password,
+                confirm_password=password,
+            ),
+            expect_ok=False,
+        )
+    finally:
+        server.stop()
+
+    handler = server.handler
+    assert isinstance(handler, NtlmHandler)
+    assert len(handler.received_tokens) == 4
+    observed.assert_no_leak([password, *handler.received_tokens])
+
+
+def test_echoed_kerberos_ticket_stays_hidden(
+    observed: Observed, realm: Realm, start_gssapi: Callable[..., AuthServer]
+) -> None:
+    server = start_gssapi(echo_rejection=True)
+
+    observed.exercise(
+        body(
+            server.port,
+            host="localhost",
+            mechanism="Kerberos",
+            login=USER,
+            password=USER_PASSWORD,
+            confirm_password=USER_PASSWORD,
+        ),
+        expect_ok=False,
+    )
+
+    handler = server.handler
+    assert isinstance(handler, GssapiHandler)
+    assert len(handler.received_tokens) == 2
+    observed.assert_no_leak([USER_PASSWORD, *handler.received_tokens])
+
+
+def test_echoed_xoauth2_response_stays_hidden(
+    observed: Observed, oauth_provider: OAuthServer
+) -> None:
+    server = AuthServer(
+        XOAuth2Handler(provider=oauth_provider, echo_rejection=True)
+    ).start()
+    refresh_token = oauth_provider.issue_refresh_token(CLIENT_ID)
+    try:
+        observed.exercise(
+            body(
+                server.port,
+                mechanism="XOAUTH2",
+                login="orders@example.com",
+                oauth_provider="microsoft",
+                oauth_client_id=CLIENT_ID,
+                oauth_client_secret=CLIENT_SECRET,
+                oauth_token_endpoint=oauth_provider.token_endpoint,
+                oauth_refresh_token=refresh_token,
+            ),
+            expect_ok=False,
+        )
+    finally:
+        server.stop()
+
+    handler = server.handler
+    assert isinstance(handler, XOAuth2Handler)
+    assert handler.received_responses
+    # The whole line is masked, not only the token inside it: with some
+    # login lengths the token's own base64 appears in the line's.
+    observed.assert_no_leak(
+        [
+            refresh_token,
+            *oauth_provider.access_tokens,
+            *handler.received_responses,
+            *[response[:32] for response in handler.received_responses],
+        ]
+    )

@@ -13,6 +13,7 @@ from postroom.cli.main import app
 from postroom.devserver.sink import SinkServer
 from tests.peers.blackhole import closed_port
 from tests.peers.certs import Certificates
+from tests.peers.scripted import ScriptedServer
 
 PASSWORD = "Cli-Probe-Secret-5"
 
@@ -146,3 +147,41 @@ def test_probe_invalid_port(cli: Invoke) -> None:
 
     assert result.exit_code == 2
     assert "ports: must be between 1 and 65535, got 70000" in result.stderr
+
+
+def test_probe_apply_plaintext_needs_flag(
+    cli: Invoke, start_scripted: Callable[..., ScriptedServer]
+) -> None:
+    server = start_scripted(extensions=["AUTH PLAIN LOGIN"], users={"alice": PASSWORD})
+    cli(
+        "profile",
+        "create",
+        "Orders",
+        "--host",
+        "old.example.com",
+        "--security",
+        "starttls",
+        "--from",
+        "orders@example.com",
+    )
+    probe_args = ["probe", "127.0.0.1", "--port", str(server.port)]
+    login_args = ["--login", "alice", "--password-stdin", "--apply", "Orders"]
+
+    refused = cli(*probe_args, *login_args, stdin=PASSWORD + "\n")
+
+    assert refused.exit_code == 1
+    assert "login: NOT TESTED" in refused.stdout
+    assert "--allow-plaintext" in refused.stderr
+    assert "profile 'Orders' was not changed" in refused.stderr
+    profile = json.loads(cli("profile", "show", "Orders", "--json").stdout)
+    assert profile["security"] == "starttls"
+    assert not any(command.upper().startswith("AUTH") for command in server.commands)
+
+    allowed = cli(*probe_args, *login_args, "--allow-plaintext", stdin=PASSWORD + "\n")
+
+    assert allowed.exit_code == 0, allowed.output
+    assert "login: accepted" in allowed.stdout
+    assert "applied to profile Orders" in allowed.stdout
+    profile = json.loads(cli("profile", "show", "Orders", "--json").stdout)
+    assert profile["security"] == "none"
+    assert profile["port"] == server.port

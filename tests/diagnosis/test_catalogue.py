@@ -331,6 +331,29 @@ CASES = [
         transient=True,
     ),
     Case(
+        "greeting that never ends",
+        "greeting-unfinished",
+        scripted(
+            greeting=Raw(b"220-still greeting\r\n" * 3, then=HANG),
+            settings={"connect_timeout": 0.5},
+        ),
+        "greeting",
+        "provider",
+        "give the transcript to the provider",
+        transient=True,
+        pasted=None,
+    ),
+    Case(
+        "greeting with reply code 999",
+        "greeting-garbled",
+        scripted(greeting="999 weird"),
+        "greeting",
+        "port",
+        "Check the port",
+        reply_code=999,
+        pasted=None,
+    ),
+    Case(
         "SSH banner",
         "greeting-garbled",
         scripted(
@@ -1199,6 +1222,16 @@ CASES = [
         "give it to the provider",
         reply_code=550,
         enhanced="5.7.1",
+    ),
+    Case(
+        "reply code 999 to MAIL FROM",
+        "protocol-error",
+        scripted(replies={"MAIL": "999 weird"}),
+        "mail_from",
+        "provider",
+        "give the transcript to the provider",
+        reply_code=999,
+        pasted=None,
     ),
     Case(
         "250 instead of 354",

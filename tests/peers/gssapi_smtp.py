@@ -34,6 +34,9 @@ class GssapiHandler(SinkHandler):
     # The (layer, max size) each client chose.
     chosen_layers: list[tuple[int, int]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Reject every login with a 535 that quotes the first token as it came
+    # on the wire, the way some servers echo what they were sent.
+    echo_rejection: bool = False
 
     @auth_mechanism("GSSAPI")
     async def auth_GSSAPI(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -54,6 +57,13 @@ class GssapiHandler(SinkHandler):
             token = bytes(answer)
         self.first_token_sizes.append(len(base64.b64encode(token)))
         self.received_tokens.append(base64.b64encode(token).decode())
+        if self.echo_rejection:
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="535 5.7.8 Authentication failed for "
+                + self.received_tokens[-1],
+            )
 
         credentials = gssapi.Credentials(usage="accept", store={"keytab": self.keytab})
         context = gssapi.SecurityContext(usage="accept", creds=credentials)

@@ -65,6 +65,9 @@ class NtlmHandler(SinkHandler):
     initial_on_auth_line: list[bool] = field(default_factory=list)
     # Every NTLM message received, as the base64 sent on the wire.
     received_tokens: list[str] = field(default_factory=list)
+    # Reject every login with a 535 that quotes both NTLM messages as they
+    # came on the wire, the way some servers echo what they were sent.
+    echo_rejection: bool = False
 
     @auth_mechanism("NTLM")
     async def auth_NTLM(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -93,6 +96,13 @@ class NtlmHandler(SinkHandler):
             return AuthResult(success=False, handled=True)
         self.received_tokens.append(base64.b64encode(negotiate).decode())
         self.received_tokens.append(base64.b64encode(bytes(authenticate)).decode())
+        if self.echo_rejection:
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="535 5.7.8 Authentication failed for "
+                + " ".join(self.received_tokens[-2:]),
+            )
         try:
             acceptor.step(bytes(authenticate))
         except SpnegoError:

@@ -80,11 +80,18 @@ class ScriptedServer:
     # client's versions or ciphers.
     tls_alert: bytes | None = None
     host: str = "127.0.0.1"
+    # Reject every AUTH (PLAIN, LOGIN, CRAM-MD5 or any mechanism with an
+    # initial response) with a 535 that quotes each line the client sent in
+    # the exchange, as sent and base64-decoded, the way some servers echo it.
+    auth_echo: bool = False
 
     port: int = 0
     messages: list[Received] = field(default_factory=list)
     # Every command line as received, AUTH payloads included, for assertions.
     commands: list[str] = field(default_factory=list)
+    # With auth_echo, each line the client sent during AUTH: the initial
+    # response and every answer to a 334, as sent.
+    auth_lines: list[str] = field(default_factory=list)
     connections: int = 0
     # Sessions open at the same time: now, and the most seen.
     active: int = 0
@@ -374,6 +381,8 @@ class ScriptedServer:
     ) -> str | Delay | Raw | None:
         if "AUTH" in self.replies:
             return self._scripted("AUTH", argument, "535 5.7.8 Authentication failed")
+        if self.auth_echo:
+            return await self._echo_auth(reader, writer, argument)
         mechanism, _, initial = argument.partition(" ")
         mechanism = mechanism.upper()
         if mechanism == "PLAIN":
@@ -397,6 +406,33 @@ class ScriptedServer:
             state["login"] = login
             return "235 2.7.0 Authentication successful"
         return "535 5.7.8 Authentication credentials invalid"
+
+    async def _echo_auth(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, argument: str
+    ) -> str:
+        mechanism, _, initial = argument.partition(" ")
+        mechanism = mechanism.upper()
+        lines = [initial] if initial else []
+        if mechanism == "LOGIN":
+            prompts = (
+                [b"UGFzc3dvcmQ6"] if initial else [b"VXNlcm5hbWU6", b"UGFzc3dvcmQ6"]
+            )
+        elif mechanism == "CRAM-MD5":
+            prompts = [base64.b64encode(b"<1896.697170952@scripted.test>")]
+        else:
+            prompts = [] if initial else [b""]
+        for prompt in prompts:
+            writer.write(b"334 " + prompt + b"\r\n")
+            await writer.drain()
+            answer = (await reader.readline()).decode().strip()
+            self.commands.append(answer)
+            lines.append(answer)
+        self.auth_lines.extend(lines)
+        decoded = [base64.b64decode(line).decode("utf-8", "replace") for line in lines]
+        return (
+            f"535 5.7.8 Authentication failed for AUTH {mechanism} "
+            f"{' '.join(lines)} (decoded: {' | '.join(decoded)})"
+        )
 
 
 def _format(reply: str) -> bytes:

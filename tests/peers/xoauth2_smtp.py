@@ -29,6 +29,9 @@ class XOAuth2Handler(SinkHandler):
     rejected_tokens: list[str] = field(default_factory=list)
     # Each initial response as the base64 sent on the wire.
     received_responses: list[str] = field(default_factory=list)
+    # Reject every login with a 535 that quotes the initial response as it
+    # came on the wire, the way some servers echo what they were sent.
+    echo_rejection: bool = False
 
     @auth_mechanism("XOAUTH2")
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -47,6 +50,13 @@ class XOAuth2Handler(SinkHandler):
             data = bytes(answer)
 
         self.received_responses.append(base64.b64encode(data).decode())
+        if self.echo_rejection:
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="535 5.7.8 Authentication failed for "
+                + self.received_responses[-1],
+            )
         fields = dict(
             part.split("=", 1) for part in data.decode().split("\x01") if "=" in part
         )

@@ -242,3 +242,63 @@ def test_writing_statement_refused_at_save(query: str) -> None:
 )
 def test_reading_statement_accepted(query: str) -> None:
     assert check_query(query).rstrip(";") == query.strip().rstrip(";").rstrip()
+
+
+# One value larger than the whole report may be.
+
+
+def test_sqlite_huge_value_refused(sqlite_url: str) -> None:
+    error = report_error(
+        sqlite_url, "SELECT id, zeroblob(100000000) FROM orders", max_value_bytes=50_000
+    )
+
+    assert error.id == "report-value-too-large"
+    assert "larger than 50,000 bytes" in error.cause
+    assert "substr()" in error.fix
+
+
+def test_sqlite_value_under_limit_passes(sqlite_url: str) -> None:
+    columns, rows = fetch(
+        sqlite_url,
+        "SELECT id, zeroblob(1000) AS blob, customer FROM orders WHERE id = 1",
+        max_value_bytes=50_000,
+    )
+
+    assert columns == ["id", "blob", "customer"]
+    assert rows == [(1, bytes(1000), "Customer 1")]
+
+
+@pytest.mark.postgres
+def test_pg_huge_value_refused(pg_source: str) -> None:
+    error = report_error(
+        pg_source,
+        "SELECT id, repeat('é', 30000) AS note FROM report_orders ORDER BY id",
+        max_value_bytes=50_000,
+    )
+
+    assert error.id == "report-value-too-large"
+    assert "row 1, column 'note' is 60,000 bytes" in error.cause
+    assert "larger than 50,000 bytes" in error.cause
+
+
+@pytest.mark.postgres
+def test_pg_huge_binary_refused(pg_source: str) -> None:
+    error = report_error(
+        pg_source,
+        "SELECT decode(repeat('00', 60000), 'hex') AS data",
+        max_value_bytes=50_000,
+    )
+
+    assert error.id == "report-value-too-large"
+    assert "column 'data' is 60,000 bytes" in error.cause
+
+
+@pytest.mark.postgres
+def test_pg_value_under_limit_passes(pg_source: str) -> None:
+    _columns, rows = fetch(
+        pg_source,
+        "SELECT id, repeat('x', 1000) FROM report_orders WHERE id = 1",
+        max_value_bytes=50_000,
+    )
+
+    assert rows == [(1, "x" * 1000)]

@@ -24,7 +24,7 @@ from postroom.diagnosis.probe import (
 from postroom.errors import InvalidInputError
 from tests.peers.blackhole import black_hole, closed_port
 from tests.peers.certs import Certificates
-from tests.peers.scripted import HANG, ScriptedServer
+from tests.peers.scripted import DROP, HANG, Raw, ScriptedServer
 
 PASSWORD = "Probe-Secret-77"
 MESSAGE_VERBS = ("AUTH", "MAIL", "RCPT", "DATA")
@@ -189,7 +189,8 @@ def test_mixed_ports_recommend_tls_with_auth(
 def test_total_time_limit_ends_slow_ports(
     start_scripted: Callable[..., ScriptedServer],
 ) -> None:
-    server = start_scripted()
+    # No STARTTLS: this server cannot start TLS, which would make it unusable.
+    server = start_scripted(extensions=["SIZE 10485760"])
 
     with black_hole() as first, black_hole() as second:
         result = probe(
@@ -362,3 +363,189 @@ def test_enterprise_mechanisms_reported(
     assert result.recommendation is not None
     assert result.recommendation.mechanism == mechanism
     assert "AUTH" not in sent_verbs(server)
+
+
+# TLS that is offered but does not come up, as an on-path attacker can arrange:
+# the port must not turn into a plain-text recommendation.
+BROKEN_TLS = Raw(
+    b"220 2.0.0 Ready to start TLS\r\n\x16\x03\x01\x00\x10garbage-not-tls", then=DROP
+)
+
+
+def test_failed_starttls_handshake_is_unusable(
+    start_scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = start_scripted(
+        extensions=["STARTTLS", "AUTH PLAIN LOGIN"], replies={"STARTTLS": BROKEN_TLS}
+    )
+
+    result = probe("127.0.0.1", [server.port], login="alice", password=PASSWORD)
+
+    port = by_port(result)[server.port]
+    assert port["starttls_offered"] is True
+    assert port["usable"] is False
+    assert port["security"] is None
+    assert port["error_kind"] == "tls"
+    # The reset arrives with or without the kernel's message, depending on
+    # when the server's close lands; either way the error names it.
+    handshake_error = port["error"].partition("TLS handshake failed: ")[2]
+    assert "reset" in handshake_error.lower()
+    assert result.recommendation is None
+    assert result.login is None
+    assert "AUTH" not in sent_verbs(server)
+
+
+def test_refused_starttls_is_unusable(
+    start_scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = start_scripted(
+        extensions=["STARTTLS", "AUTH PLAIN"],
+        replies={"STARTTLS": "454 4.7.0 TLS not available due to local problem"},
+    )
+
+    result = probe("127.0.0.1", [server.port])
+
+    port = by_port(result)[server.port]
+    assert port["usable"] is False
+    assert port["error_kind"] == "tls"
+    assert "454 4.7.0 TLS not available" in port["error"]
+    assert result.recommendation is None
+
+
+def test_plaintext_login_needs_explicit_permission(
+    start_scripted: Callable[..., ScriptedServer],
+) -> None:
+    broken = start_scripted(
+        extensions=["STARTTLS", "AUTH PLAIN LOGIN"], replies={"STARTTLS": BROKEN_TLS}
+    )
+    plain = start_scripted(extensions=["AUTH PLAIN LOGIN"], users={"alice": PASSWORD})
+
+    result = probe(
+        "127.0.0.1", [broken.port, plain.port], login="alice", password=PASSWORD
+    )
+
+    recommendation = result.recommendation
+    assert recommendation is not None
+    assert recommendation.port == plain.port
+    assert recommendation.security == "none"
+    assert any(
+        f"port {broken.port} offers TLS but it failed" in warning
+        for warning in recommendation.warnings
+    )
+    assert result.login is not None
+    assert result.login.tested is False
+    assert result.login.ok is False
+    assert result.login.diagnosis is not None
+    assert result.login.diagnosis["id"] == "login-not-tested-without-tls"
+    assert "AUTH" not in sent_verbs(plain)
+    assert "AUTH" not in sent_verbs(broken)
+
+
+def test_plaintext_login_with_permission(
+    start_scripted: Callable[..., ScriptedServer],
+) -> None:
+    broken = start_scripted(
+        extensions=["STARTTLS", "AUTH PLAIN LOGIN"], replies={"STARTTLS": BROKEN_TLS}
+    )
+    plain = start_scripted(extensions=["AUTH PLAIN LOGIN"], users={"alice": PASSWORD})
+
+    result = probe(
+        "127.0.0.1",
+        [broken.port, plain.port],
+        login="alice",
+        password=PASSWORD,
+        allow_plaintext=True,
+    )
+
+    assert result.login is not None
+    assert result.login.tested is True
+    assert result.login.ok is True
+    assert result.login.port == plain.port
+    assert "AUTH" in sent_verbs(plain)
+    assert "AUTH" not in sent_verbs(broken)
+
+
+def test_long_greeting_line_is_protocol_error(
+    start_scripted: Callable[..., ScriptedServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start_scripted(greeting=Raw(b"220 " + b"x" * 5000, then=HANG))
+
+    result = probe("127.0.0.1", [server.port])
+
+    port = by_port(result)[server.port]
+    assert port["reachable"] is True
+    assert port["usable"] is False
+    assert port["error_kind"] == "protocol"
+    assert "longer than 2048 bytes" in port["error"]
+    assert "waiting for the greeting" in port["error"]
+    assert "never retrieved" not in caplog.text
+
+
+def test_long_ehlo_line_is_protocol_error(
+    start_scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = start_scripted(replies={"EHLO": "250-scripted.test\n250 " + "A" * 3000})
+
+    result = probe("127.0.0.1", [server.port])
+
+    port = by_port(result)[server.port]
+    assert port["error_kind"] == "protocol"
+    assert "longer than 2048 bytes" in port["error"]
+    assert "sending EHLO" in port["error"]
+
+
+def test_unfinished_greeting_is_protocol_error(
+    start_scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = start_scripted(greeting=Raw(b"220-still greeting\r\n" * 3, then=HANG))
+
+    result = probe("127.0.0.1", [server.port], port_timeout=1.0)
+
+    port = by_port(result)[server.port]
+    assert port["error_kind"] == "protocol"
+    assert "the greeting never ended: 3 lines" in port["error"]
+    assert port["implicit_tls"] is False
+
+
+def test_login_not_sent_when_starttls_appears(
+    start_scripted: Callable[..., ScriptedServer],
+) -> None:
+    # No STARTTLS while probing, STARTTLS on the login test's connection: the
+    # offer changed in between, so the password stays unsent.
+    server = start_scripted(
+        users={"alice": PASSWORD},
+        replies={
+            "EHLO": [
+                "250-scripted.test\nAUTH PLAIN LOGIN",
+                "250-scripted.test\nSTARTTLS\nAUTH PLAIN LOGIN",
+            ]
+        },
+    )
+
+    result = probe(
+        "127.0.0.1",
+        [server.port],
+        login="alice",
+        password=PASSWORD,
+        allow_plaintext=True,
+    )
+
+    assert result.login is not None
+    assert result.login.tested is False
+    assert result.login.ok is False
+    assert result.login.diagnosis is not None
+    assert result.login.diagnosis["id"] == "starttls-offered-at-login"
+    assert "AUTH" not in sent_verbs(server)
+
+
+def test_nonstandard_reply_code_is_protocol_error(
+    start_scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = start_scripted(greeting="999 weird")
+
+    result = probe("127.0.0.1", [server.port])
+
+    port = by_port(result)[server.port]
+    assert port["usable"] is False
+    assert port["error_kind"] == "protocol"
+    assert "code 999, which is not an SMTP reply code" in port["error"]

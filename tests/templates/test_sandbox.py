@@ -225,3 +225,56 @@ def test_runaway_recursion_reported(pool: RenderPool) -> None:
 
     assert "RecursionError" in caught.value.reason
     assert render("after") == "after"
+
+
+# Each builds its whole result in one C call, so counting the output comes
+# too late; |length keeps the output itself short.
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ 'x'|center(300000000)|length }}",
+        "{{ '%0300000000d'|format(1)|length }}",
+        "{{ '%*d'|format(300000000, 1)|length }}",
+        "{{ ('x' * 10000)|replace('x', 'x' * 2000)|length }}",
+        "{{ ('x' * 10000)|replace('', 'yy')|length }}",
+        "{{ ('a\nb' * 5000)|indent(1000)|length }}",
+        "{{ ('x' * 10000)|wordwrap(1, wrapstring='y' * 1000)|length }}",
+        "{{ 'x'.center(300000000)|length }}",
+        "{{ 'x'.ljust(300000000)|length }}",
+        "{{ 'x'.rjust(300000000)|length }}",
+        "{{ '1'.zfill(300000000)|length }}",
+        "{{ ('\t' * 1000).expandtabs(100000)|length }}",
+        "{{ ('x' * 10000).replace('x', 'x' * 2000)|length }}",
+        "{{ ('%0300000000d' % 1)|length }}",
+        "{{ ('%(n)0300000000d' % {'n': 1})|length }}",
+        "{{ '{:>300000000}'.format(1)|length }}",
+        "{{ '{:{}}'.format(1, 300000000)|length }}",
+        "{{ '{n:>300000000}'.format_map({'n': 1})|length }}",
+    ],
+)
+def test_one_call_string_builders_rejected(pool: RenderPool, source: str) -> None:
+    with pytest.raises(TemplateRenderError) as caught:
+        render(source)
+
+    assert "not allowed in a template" in caught.value.reason
+    assert "would produce more than 20000 characters" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ 'ab'|center(6) }}", "  ab  "),
+        ("{{ '%05d'|format(42) }}", "00042"),
+        ("{{ '%(n)03d'|format(n=7) }}", "007"),
+        ("{{ 'a-b-c'|replace('-', '+') }}", "a+b+c"),
+        ("{{ 'a\nb'|indent(2, first=true) }}", "  a\n  b"),
+        ("{{ 'x'.ljust(3, '.') }}", "x.."),
+        ("{{ '%.2f' % 3.14159 }}", "3.14"),
+        ("{{ '{:>4}'.format(7) }}", "   7"),
+        ("{{ 7 % 3 }}", "1"),
+    ],
+)
+def test_small_string_builders_still_work(
+    pool: RenderPool, source: str, expected: str
+) -> None:
+    assert render(source) == expected

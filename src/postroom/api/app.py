@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from postroom import __version__
-from postroom.api.errors import install_error_handlers
+from postroom.api.errors import install_error_handlers, install_validation_handler
+from postroom.api.guard import RequestGuard
 from postroom.api.routes import (
     diagnose,
     events,
@@ -61,6 +62,12 @@ def create_app(
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    install_validation_handler(app)
+    app.add_middleware(
+        RequestGuard,
+        runtime=runtime,
+        max_body_bytes=runtime.settings.max_request_bytes,
+    )
 
     @app.get("/api/health", tags=["health"])
     def health() -> dict[str, str]:

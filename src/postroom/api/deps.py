@@ -15,6 +15,13 @@ from postroom.runtime import Runtime
 _bearer = HTTPBearer(
     auto_error=False, description="A token from `postroom token create`"
 )
+# The two 401 answers; postroom.api.guard sends the same ones before the
+# request body is read.
+MISSING_TOKEN = (
+    "missing bearer token; create one with `postroom token create NAME` and send "
+    "it as 'Authorization: Bearer <token>'"
+)
+INVALID_TOKEN = "invalid or revoked bearer token"
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -32,8 +39,7 @@ def require_token(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            detail="missing bearer token; create one with `postroom token create NAME` "
-            "and send it as 'Authorization: Bearer <token>'",
+            detail=MISSING_TOKEN,
             headers={"WWW-Authenticate": "Bearer"},
         )
     with transaction(runtime.sessions) as session:
@@ -41,7 +47,7 @@ def require_token(
         if token is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                detail="invalid or revoked bearer token",
+                detail=INVALID_TOKEN,
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return token

@@ -9,9 +9,11 @@ the same way: ``loc`` starts with where the value came from (``path``,
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import DataError, IntegrityError
@@ -178,3 +180,64 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(IntegrityError, database_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(SecretKeyError, secret_key_error)
+
+
+# Keys of a validation error's ``ctx`` whose values come from the schema (a
+# bound, a pattern, the expected values), never from the request. Any other
+# key, such as "error" (a parser message quoting the input) or "tag" (the
+# submitted tag), is dropped.
+_SCHEMA_CONTEXT_KEYS = frozenset(
+    {
+        "expected",
+        "expected_tags",
+        "discriminator",
+        "pattern",
+        "min_length",
+        "max_length",
+        "gt",
+        "ge",
+        "lt",
+        "le",
+        "multiple_of",
+        "max_digits",
+        "decimal_places",
+    }
+)
+
+
+def validation_details(errors: Any) -> list[dict[str, Any]]:
+    """Return FastAPI's validation errors without the submitted values.
+
+    FastAPI echoes the offending ``input``, which can be a password, a client
+    secret or a refresh token sent in the wrong shape or under a misspelled
+    field name. Only ``loc``, ``msg``, ``type`` and the schema's own ``ctx``
+    values are kept.
+    """
+    details: list[dict[str, Any]] = []
+    for error in errors:
+        detail: dict[str, Any] = {
+            "loc": list(error.get("loc", ())),
+            "msg": str(error.get("msg", "")),
+            "type": str(error.get("type", "")),
+        }
+        context = {
+            key: value
+            for key, value in (error.get("ctx") or {}).items()
+            if key in _SCHEMA_CONTEXT_KEYS
+            and isinstance(value, str | int | float | bool)
+        }
+        if context:
+            detail["ctx"] = context
+        details.append(detail)
+    return details
+
+
+def install_validation_handler(app: FastAPI) -> None:
+    async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse(
+            {"detail": validation_details(exc.errors())},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+
+    app.add_exception_handler(RequestValidationError, validation_error)

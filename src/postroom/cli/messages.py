@@ -57,7 +57,12 @@ def send(
             }
         )
         with transaction(opened.sessions) as session:
-            message = enqueue(session, request, source="cli")
+            message = enqueue(
+                session,
+                request,
+                source="cli",
+                max_bytes=opened.settings.max_message_bytes,
+            )
             answer = {
                 "id": message.id,
                 "message_id": message.message_id,

@@ -17,6 +17,7 @@ from postroom.cli.common import (
 )
 from postroom.diagnosis.probe import (
     ProbeResult,
+    apply_error,
     apply_recommendation,
     check_probe_request,
     run_probe,
@@ -85,7 +86,12 @@ def print_probe(result: ProbeResult) -> None:
             typer.echo(f"  warning: {warning}")
     login = data["login"]
     if login is not None:
-        if login["ok"]:
+        if not login["tested"]:
+            diagnosis = login["diagnosis"] or {}
+            typer.echo(f"login: NOT TESTED: {diagnosis.get('cause')}")
+            if diagnosis.get("fix"):
+                typer.echo(f"  fix: {diagnosis['fix']}")
+        elif login["ok"]:
             typer.echo(f"login: accepted ({login['mechanism']})")
         else:
             diagnosis = login["diagnosis"] or {}
@@ -150,6 +156,14 @@ def probe(
             help="Write the recommended host, port, security and mechanism to this profile.",
         ),
     ] = None,
+    allow_plaintext: Annotated[
+        bool,
+        typer.Option(
+            "--allow-plaintext",
+            help="Let the login test and --apply use a port without TLS (security "
+            "none), which sends the password unencrypted.",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of text.")
     ] = False,
@@ -157,8 +171,9 @@ def probe(
     """Probe a server's ports and recommend profile settings.
 
     Sends no credentials unless --login is given, and never sends a message.
-    Exit status 0 when a port works (and the login test, if any, passed), 1
-    otherwise.
+    A login is tested, and --apply writes settings, over a port without TLS
+    only with --allow-plaintext. Exit status 0 when a port works (and the
+    login test, if any, passed), 1 otherwise.
     """
     password = (
         read_secret_from_stdin("Password", "password", "--password-stdin")
@@ -176,7 +191,9 @@ def probe(
             login=login,
             password=password,
             mechanism=auth.value if auth else None,
+            allow_plaintext=allow_plaintext,
         )
+    not_applied_reason: str | None = None
     if apply is None:
         result = asyncio.run(run_probe(request))
     else:
@@ -185,7 +202,8 @@ def probe(
             with transaction(opened.sessions) as session:
                 profiles.get_profile(session, apply)
             result = asyncio.run(run_probe(request))
-            if result.recommendation is not None:
+            not_applied_reason = apply_error(result, apply, allow_plaintext)
+            if not_applied_reason is None and result.recommendation is not None:
                 with transaction(opened.sessions) as session:
                     apply_recommendation(
                         session,
@@ -199,9 +217,9 @@ def probe(
         print_json(result.as_dict())
     else:
         print_probe(result)
+    if not_applied_reason is not None:
+        fail(not_applied_reason)
     if result.recommendation is None:
-        if apply is not None:
-            fail(f"no usable port on {host}; profile {apply!r} was not changed")
         raise typer.Exit(EXIT_FAILED)
     if result.login is not None and not result.login.ok:
         raise typer.Exit(EXIT_FAILED)

@@ -203,6 +203,22 @@ _TLS = (
         setting="security",
     ),
     Entry(
+        # Listed before the two entries below, which match the same step and
+        # errors with an equal score: lines of a greeting did arrive, so the
+        # port does not wait for a TLS handshake.
+        id="greeting-unfinished",
+        steps=steps(Step.GREETING),
+        kinds=kinds(ErrorKind.TIMEOUT),
+        when=lambda context: bool(context.fact("unfinished_greeting_lines")),
+        cause="{host} began its SMTP greeting on port {port} but never ended it: "
+        "{error}.",
+        fix="Check that host and port point at the provider's SMTP server; if they "
+        "do, the server or a device in front of it misbehaves: give the transcript "
+        "to the provider.",
+        transient=True,
+        setting="provider",
+    ),
+    Entry(
         id="plain-on-tls-port",
         steps=steps(Step.GREETING),
         kinds=kinds(ErrorKind.TIMEOUT, ErrorKind.DISCONNECTED, ErrorKind.PROTOCOL),
@@ -916,6 +932,15 @@ _GENERIC = (
         "TLS (set security to TLS for port 465).",
         transient=False,
         setting="port",
+    ),
+    Entry(
+        id="protocol-error",
+        kinds=kinds(ErrorKind.PROTOCOL),
+        cause="The server broke the SMTP protocol during {step}: {error}.",
+        fix="Check that host and port point at an SMTP server; if they do, give the "
+        "transcript to the provider.",
+        transient=False,
+        setting="provider",
     ),
     Entry(
         id="disconnected",

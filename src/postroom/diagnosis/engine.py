@@ -9,6 +9,7 @@ from typing import Any
 from postroom.diagnosis.catalogue import CATALOGUE, FALLBACK
 from postroom.diagnosis.entry import Context, Entry
 from postroom.smtp.errors import SmtpFailure
+from postroom.smtp.replies import printable, printable_reply
 from postroom.smtp.settings import ConnectionSettings
 
 __all__ = ["Context", "Diagnosis", "diagnose", "diagnose_failure", "explain"]
@@ -48,6 +49,8 @@ def _values(context: Context) -> _Values:
     reply = failure.reply_text or ""
     if failure.reply_code is not None:
         reply = f"{failure.reply_code} {failure.reply_text or ''}".strip()
+    # cause and fix are single lines: a line break or other control
+    # character in the server's text, or in pasted text, is escaped.
     values = _Values(
         step=failure.step.value if context.step_known else "the SMTP dialogue",
         host=context.host or "the server",
@@ -55,8 +58,8 @@ def _values(context: Context) -> _Values:
         security=context.security or "",
         mechanism=context.mechanism or "",
         login=context.login or "",
-        reply=reply,
-        error=failure.error or "",
+        reply=printable(reply),
+        error=printable(failure.error or ""),
         offered=_join(context.fact("offered")),
         names=_join(context.fact("certificate_names")),
         expires=str(context.fact("certificate_expires", "")),
@@ -67,7 +70,7 @@ def _values(context: Context) -> _Values:
     # OAuth error) fill placeholders of the same name.
     for key, value in context.failure.details.items():
         if key not in values and isinstance(value, str | int):
-            values[key] = str(value)
+            values[key] = printable(str(value))
     return values
 
 
@@ -99,8 +102,10 @@ def diagnose(context: Context, catalogue: tuple[Entry, ...] = CATALOGUE) -> Diag
         step=failure.step.value,
         reply_code=failure.reply_code,
         enhanced_status=failure.enhanced_status,
-        reply_text=failure.reply_text,
-        error=failure.error,
+        reply_text=printable_reply(failure.reply_text)
+        if failure.reply_text is not None
+        else None,
+        error=printable(failure.error) if failure.error is not None else None,
         cause=formatter.vformat(entry.cause, (), values),
         fix=formatter.vformat(entry.fix, (), values),
         transient=entry.transient,

@@ -4,6 +4,10 @@ The network work is in postroom.smtp.probe. This module checks the request,
 ranks the ports that work, picks port, security and auth mechanism, and can
 write them to a profile through the normal profile update. A login is
 tested only when the caller gives one, and no message is ever sent.
+
+A recommendation of security ``none`` sends the password unencrypted, so
+the login test and ``apply`` use one only when the caller sets
+``allow_plaintext``. Ports whose STARTTLS failed are never recommended.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class ProbeRequest:
     login: str | None = None
     password: str | None = field(default=None, repr=False)
     mechanism: str | None = None
+    # Let the login test and apply use a port without TLS (security none).
+    allow_plaintext: bool = False
 
 
 def check_probe_request(
@@ -68,6 +74,7 @@ def check_probe_request(
     login: str | None = None,
     password: str | None = None,
     mechanism: str | None = None,
+    allow_plaintext: bool = False,
 ) -> ProbeRequest:
     """Validate probe input; each error names the field and the fix."""
     host = check_host(host, "host")
@@ -125,6 +132,7 @@ def check_probe_request(
         login=login,
         password=password,
         mechanism=mechanism,
+        allow_plaintext=allow_plaintext,
     )
 
 
@@ -161,10 +169,13 @@ class LoginTest:
     mechanism: str
     diagnosis: dict[str, Any] | None = None
     transcript: list[str] = field(default_factory=list)
+    # False when the test was not run, so no credentials were sent.
+    tested: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "tested": self.tested,
             "port": self.port,
             "security": self.security,
             "mechanism": self.mechanism,
@@ -250,10 +261,22 @@ def recommend(report: ProbeReport) -> Recommendation | None:
     elif best.security == "starttls":
         reasons.append(f"port {best.port} offers STARTTLS")
     else:
+        tls_failed = any(port.error_kind == "tls" for port in report.ports)
+        headline = "no port offers TLS"
+        if tls_failed:
+            headline = "no usable port has working TLS"
         warnings.append(
-            "no port offers TLS: the password and messages would cross the "
-            "network unencrypted; use security none only on a trusted network"
+            f"{headline}: the password and messages would cross the network "
+            "unencrypted; use security none only on a trusted network (the login "
+            "test and apply need allow_plaintext for it)"
         )
+    for port in report.ports:
+        if port.error_kind == "tls":
+            warnings.append(
+                f"port {port.port} offers TLS but it failed ({port.error}); a "
+                "device between Postroom and the server may be blocking TLS, so "
+                "the port is not recommended, with or without TLS"
+            )
     if mechanism is not None:
         where = "after TLS" if encrypted else "without TLS"
         reasons.append(
@@ -288,6 +311,26 @@ def recommend(report: ProbeReport) -> Recommendation | None:
     return recommendation
 
 
+def _login_not_tested(
+    request: ProbeRequest, recommendation: Recommendation
+) -> LoginTest:
+    return LoginTest(
+        ok=False,
+        tested=False,
+        port=recommendation.port,
+        security=recommendation.security,
+        mechanism=request.mechanism or recommendation.mechanism or "",
+        diagnosis={
+            "id": "login-not-tested-without-tls",
+            "cause": f"The recommended port {recommendation.port} has no working "
+            "TLS, so the login was not tested: it would send the password "
+            "unencrypted.",
+            "fix": "Probe a port that offers TLS, or set allow_plaintext "
+            "(--allow-plaintext) if the network to the server is trusted.",
+        },
+    )
+
+
 async def _test_login(
     request: ProbeRequest, recommendation: Recommendation
 ) -> LoginTest:
@@ -317,8 +360,22 @@ async def _test_login(
         mechanism=mechanism,
     )
     try:
-        await session.open()
-        test.ok = session.authenticated
+        await session.open(authenticate=False)
+        if settings.security == "none" and "starttls" in session.extensions:
+            # The probe saw no working TLS on this port a moment ago; a server
+            # that offers STARTTLS now must not get the password in clear.
+            test.tested = False
+            test.diagnosis = {
+                "id": "starttls-offered-at-login",
+                "cause": f"Port {recommendation.port} offered STARTTLS on the login "
+                "test's connection but not during the probe, so the login was not "
+                "sent unencrypted.",
+                "fix": "Run the probe again; if it keeps changing, ask the "
+                "server's administrator why.",
+            }
+        else:
+            await session.authenticate()
+            test.ok = session.authenticated
     except SmtpFailure as failure:
         test.diagnosis = explain(failure, settings).as_dict()
     finally:
@@ -341,7 +398,14 @@ async def run_probe(request: ProbeRequest) -> ProbeResult:
         )
     )
     result = ProbeResult(report=report, recommendation=recommend(report))
-    if request.login and result.recommendation is not None:
+    if (
+        request.login
+        and result.recommendation is not None
+        and result.recommendation.security == "none"
+        and not request.allow_plaintext
+    ):
+        result.login = _login_not_tested(request, result.recommendation)
+    elif request.login and result.recommendation is not None:
         spent = asyncio.get_running_loop().time() - started
         remaining = max(request.total_timeout - spent, 0.1)
         try:
@@ -360,6 +424,26 @@ async def run_probe(request: ProbeRequest) -> ProbeResult:
                 },
             )
     return result
+
+
+def apply_error(
+    result: ProbeResult, profile_name: str, allow_plaintext: bool
+) -> str | None:
+    """Return why the recommendation cannot be written to the profile, or None."""
+    recommendation = result.recommendation
+    if recommendation is None:
+        return (
+            f"no usable port on {result.report.host}; profile {profile_name!r} was "
+            "not changed"
+        )
+    if recommendation.security == "none" and not allow_plaintext:
+        return (
+            f"the recommended port {recommendation.port} has no working TLS, and "
+            f"security none would send the password unencrypted; profile "
+            f"{profile_name!r} was not changed (set allow_plaintext, or "
+            "--allow-plaintext, to apply it anyway)"
+        )
+    return None
 
 
 def apply_recommendation(

@@ -156,10 +156,49 @@ def find_by_idempotency_key(
     return earlier
 
 
+def _largest_part(request: MessageRequest) -> tuple[str, int]:
+    """Return the request field that makes a message largest, with its size."""
+    sizes = {
+        "text": len((request.text or "").encode()),
+        "html": len((request.html or "").encode()),
+        "headers": sum(
+            len(name.encode()) + len(value.encode())
+            for name, value in request.headers.items()
+        ),
+        "subject": len(request.subject.encode()),
+        # Base64 is what the attachments take in the built message too.
+        "attachments": sum(len(item.content_base64) for item in request.attachments),
+    }
+    field = max(sizes, key=lambda name: sizes[name])
+    return field, sizes[field]
+
+
+def _too_large(field: str, size: int, limit: int, what: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"the message is too large: {what} {size:,} bytes, over the limit of "
+        f"{limit:,} bytes for a message (POSTROOM_MAX_MESSAGE_BYTES); shorten "
+        f"{field} or send the content as a link",
+        field=field,
+    )
+
+
 def enqueue(
-    session: Session, request: MessageRequest, *, source: str = "api"
+    session: Session,
+    request: MessageRequest,
+    *,
+    source: str = "api",
+    max_bytes: int | None = None,
 ) -> OutboxMessage:
-    """Validate, build and store a message; unknown profiles are an input error."""
+    """Validate, build and store a message; unknown profiles are an input error.
+
+    With ``max_bytes``, a message larger than that once built is an input
+    error naming the field that makes it large.
+    """
+    if max_bytes is not None:
+        # A field alone over the limit fails before building the message.
+        field, size = _largest_part(request)
+        if size > max_bytes:
+            raise _too_large(field, size, max_bytes, f"{field} alone is")
     if request.idempotency_key is not None:
         check_single_line(request.idempotency_key, "idempotency_key")
     profile = find_profile(session, request.profile)
@@ -189,6 +228,9 @@ def enqueue(
             attachments=_attachments(request),
         )
     )
+    if max_bytes is not None and len(built.raw) > max_bytes:
+        field, _size = _largest_part(request)
+        raise _too_large(field, len(built.raw), max_bytes, "once built it is")
     message = store_message(
         session,
         built,

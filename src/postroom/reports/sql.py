@@ -13,6 +13,12 @@ Read-only is enforced by the database, not by inspecting the SQL:
 The time limit cancels the query on the server (PostgreSQL) or interrupts
 it (SQLite) and is also checked between rows, since writing the report
 consumes rows while the query is still running.
+
+A single value larger than the report may be (``max_value_bytes``) fails
+the run: SQLite refuses to build it (SQLITE_LIMIT_LENGTH), and for other
+databases each value is measured before it is written.
+NOTE: PostgreSQL and other databases send the value before it can be
+measured, so one fetch may hold it in memory. Only SQLite stops it sooner.
 """
 
 from __future__ import annotations
@@ -35,7 +41,14 @@ from sqlalchemy.pool import NullPool
 from postroom.domain.db import normalize_database_url
 from postroom.errors import InvalidInputError
 from postroom.reports.errors import ReportError
-from postroom.reports.table import Table, limit_rows, limit_time, time_limit_error
+from postroom.reports.table import (
+    Table,
+    limit_rows,
+    limit_time,
+    limit_values,
+    time_limit_error,
+    value_too_large,
+)
 
 # Rows fetched per round trip from a server-side cursor.
 FETCH_SIZE = 1000
@@ -110,11 +123,14 @@ def query_table(
     max_rows: int,
     max_seconds: float,
     cancel: threading.Event | None = None,
+    max_value_bytes: int | None = None,
 ) -> Iterator[Table]:
     """Open the data source read-only and yield the query's rows as a Table.
 
     The rows stream from the database while the caller consumes them; the
-    connection is closed when the block ends. Raises ReportError.
+    connection is closed when the block ends. With ``max_value_bytes``, a
+    text or binary value larger than that fails the report. Raises
+    ReportError.
     """
     query = check_query(query)
     try:
@@ -130,7 +146,9 @@ def query_table(
     deadline = time.monotonic() + max_seconds
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        opened = _sqlite_rows(parsed, query, deadline, max_seconds, cancel)
+        opened = _sqlite_rows(
+            parsed, query, deadline, max_seconds, cancel, max_value_bytes
+        )
     elif backend == "postgresql":
         opened = _postgresql_rows(parsed, query, deadline, max_seconds, cancel)
     else:
@@ -142,6 +160,8 @@ def query_table(
             deadline,
             max_seconds,
         )
+        if max_value_bytes is not None:
+            guarded = limit_values(guarded, columns, max_value_bytes)
         yield Table(title=title, columns=columns, rows=guarded)
 
 
@@ -208,6 +228,7 @@ def _sqlite_rows(
     deadline: float,
     max_seconds: float,
     cancel: threading.Event | None,
+    max_value_bytes: int | None,
 ) -> Iterator[Opened]:
     database = url.database or ""
     if not database or database == ":memory:" or not Path(database).is_absolute():
@@ -248,6 +269,9 @@ def _sqlite_rows(
             "readonly" in text or "query_only" in text
         ):
             return _read_only(text)
+        too_big = getattr(exc, "sqlite_errorname", "") == "SQLITE_TOOBIG"
+        if too_big and max_value_bytes is not None:
+            return value_too_large(max_value_bytes, "a value the query produced")
         if "one statement at a time" in text:
             return ReportError(
                 "report-not-single-statement",
@@ -261,6 +285,11 @@ def _sqlite_rows(
 
     try:
         connection.set_progress_handler(progress, 10_000)
+        if max_value_bytes is not None:
+            # SQLite then refuses to build any string or blob (zeroblob(),
+            # a huge concatenation) larger than the report could carry,
+            # instead of allocating it first.
+            connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max_value_bytes)
         connection.execute("PRAGMA query_only = ON")
         cursor = connection.execute(query)
         columns = [description[0] for description in cursor.description or ()]

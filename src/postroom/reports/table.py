@@ -54,6 +54,55 @@ def limit_rows(
         yield row
 
 
+def value_size(value: Any) -> int:
+    """Return the size in bytes of a text or binary value; 0 for numbers and dates.
+
+    Other values (PostgreSQL arrays and JSON, for example) are measured as
+    the text a report writes for them.
+    """
+    if value is None or isinstance(
+        value, bool | int | float | Decimal | date | time_of_day
+    ):
+        return 0
+    if isinstance(value, bytes | bytearray | memoryview):
+        return memoryview(value).nbytes
+    text = value if isinstance(value, str) else cell_text(value)
+    # ASCII text takes one byte a character; other text is encoded to count
+    # its UTF-8 bytes.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+
+
+def value_too_large(limit: int, where: str, size: int | None = None) -> ReportError:
+    measured = f"is {size:,} bytes," if size is not None else "is"
+    return ReportError(
+        "report-value-too-large",
+        f"{where} {measured} larger than {limit:,} bytes, the most the whole "
+        "emailed report may take, so the run was stopped",
+        "Select a shorter value (for example with substr() or left()) or leave the "
+        "column out, or raise POSTROOM_REPORT_MAX_MESSAGE_BYTES if your provider "
+        "accepts larger messages",
+    )
+
+
+def limit_values(
+    rows: Iterable[Sequence[Any]], columns: Sequence[str], limit: int
+) -> Iterator[Sequence[Any]]:
+    """Pass rows through, failing at the first value larger than ``limit`` bytes.
+
+    The check comes before the writer turns the value into text, which for
+    binary data (hex) doubles it.
+    """
+    for number, row in enumerate(rows, start=1):
+        for index, value in enumerate(row):
+            size = value_size(value)
+            if size > limit:
+                column = columns[index] if index < len(columns) else f"#{index + 1}"
+                raise value_too_large(
+                    limit, f"the value in row {number:,}, column {column!r}", size
+                )
+        yield row
+
+
 def limit_time(
     rows: Iterable[Sequence[Any]], deadline: float, seconds: float
 ) -> Iterator[Sequence[Any]]:

@@ -33,6 +33,7 @@ from postroom.schedule.cron import (
     check_time_zone,
 )
 from postroom.schedule.templates import DEFAULT_BODY, DEFAULT_SUBJECT, check_template
+from postroom.templates.render import RenderLimits
 
 # Maximum period, in hours, of a schedule-history report run by a job.
 MAX_HISTORY_HOURS = 24 * 366
@@ -262,8 +263,9 @@ def _normalize(
     if not (state["to"] or state["cc"] or state["bcc"]):
         raise InvalidInputError("at least one recipient is required", field="to")
 
-    state["subject"] = check_template(state["subject"], "subject")
-    state["body"] = check_template(state["body"], "body")
+    limits = RenderLimits.from_settings(settings)
+    state["subject"] = check_template(state["subject"], "subject", limits)
+    state["body"] = check_template(state["body"], "body", limits)
 
     profile = (state["profile"] or "").strip() or DEFAULT_JOB_PROFILE
     if find_profile(session, profile) is None:

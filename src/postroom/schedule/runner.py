@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import TemplateError
-
 from postroom.clock import utcnow
 from postroom.domain.db import transaction
 from postroom.domain.profiles import find_profile, hold_reason
@@ -40,6 +38,7 @@ from postroom.reports.writers import ReportFile, attachment_filename, write_repo
 from postroom.runtime import Runtime
 from postroom.schedule.runs import ClaimedRun, JobSnapshot, finish_run
 from postroom.schedule.templates import render
+from postroom.templates.render import RenderLimits, TemplateRenderError
 
 log = logging.getLogger("postroom.scheduler")
 
@@ -59,8 +58,10 @@ class RunResult:
     diagnosis: dict[str, Any] | None = None
 
 
-def _template_error(field_name: str, exc: Exception) -> ReportError:
-    message = getattr(exc, "message", None) or str(exc)
+def _template_error(field_name: str, exc: TemplateRenderError) -> ReportError:
+    message = exc.reason
+    if exc.line is not None:
+        message = f"line {exc.line}: {message}"
     return ReportError(
         "template-error",
         f"the {field_name} template failed: {message}",
@@ -166,7 +167,7 @@ class Runner:
 
         with tempfile.TemporaryDirectory(prefix="postroom-report-") as folder:
             path = Path(folder) / attachment_filename(job.name, when.date(), job.format)
-            with self._table(job, claimed) as table:
+            with self._table(job, claimed, budget) as table:
                 report = write_report(table, job.format, path, max_bytes=budget)
 
             if report.rows == 0 and job.on_empty == OnEmpty.SKIP:
@@ -203,7 +204,9 @@ class Runner:
             return self._queue(claimed, draft, report)
 
     @contextlib.contextmanager
-    def _table(self, job: JobSnapshot, claimed: ClaimedRun) -> Iterator[Table]:
+    def _table(
+        self, job: JobSnapshot, claimed: ClaimedRun, max_value_bytes: int
+    ) -> Iterator[Table]:
         settings = self.runtime.settings
         spec = job.report
         kind = spec.get("kind")
@@ -226,6 +229,9 @@ class Runner:
                 max_seconds=spec.get("time_limit_seconds")
                 or settings.report_max_seconds,
                 cancel=self.cancel,
+                # One value larger than the whole attachment may be can never
+                # be sent, so it stops the run before it is written.
+                max_value_bytes=max_value_bytes,
             ) as table:
                 yield table
             return
@@ -255,13 +261,15 @@ class Runner:
         report: ReportFile,
         context: dict[str, Any],
     ) -> MessageDraft:
+        limits = RenderLimits.from_settings(self.runtime.settings)
         try:
-            subject = " ".join(render(job.subject_template, context).split())
-        except TemplateError as exc:
+            subject = render(job.subject_template, context, "subject", limits)
+        except TemplateRenderError as exc:
             raise _template_error("subject", exc) from exc
+        subject = " ".join(subject.split())
         try:
-            body = render(job.body_template, context)
-        except TemplateError as exc:
+            body = render(job.body_template, context, "body", limits)
+        except TemplateRenderError as exc:
             raise _template_error("body", exc) from exc
 
         with self.runtime.sessions() as session:

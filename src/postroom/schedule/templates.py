@@ -1,8 +1,11 @@
-"""Subject and body templates of jobs, rendered in a Jinja2 sandbox.
+"""Subject and body templates of jobs, rendered in the template render processes.
 
-Operators write the templates, so they run sandboxed: no access to Python
-internals, no changes to the values passed in, and bounded repetition so a
-template cannot exhaust memory with ``{{ "x" * 10**9 }}``.
+Operators write the templates, so they render where notification templates
+do (postroom.templates.isolation): Jinja2's sandbox in a separate process
+with the same time and memory limits (POSTROOM_RENDER_*), stopped when it
+runs past them. A template that loops without end or builds a huge string
+fails with a reason instead of taking the service's CPU and memory, both
+when a job is saved (a trial render with sample values) and when it runs.
 """
 
 from __future__ import annotations
@@ -10,16 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from postroom.errors import InvalidInputError
-
-# Maximum length of a string or list a template builds with '*', and the
-# maximum exponent of '**'.
-MAX_REPEAT_LENGTH = 100_000
-MAX_EXPONENT = 100
+from postroom.templates.render import RenderLimits, TemplateRenderError, run_job
 
 DEFAULT_SUBJECT = "{{ job }}: {{ rows }} rows on {{ run_date }}"
 DEFAULT_BODY = (
@@ -41,29 +36,6 @@ TEMPLATE_VARIABLES = (
 )
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int) and right > MAX_EXPONENT:
-            raise SecurityError(f"exponents above {MAX_EXPONENT} are not allowed")
-        if operator == "*":
-            for sequence, count in ((left, right), (right, left)):
-                if (
-                    isinstance(sequence, str | list | tuple)
-                    and isinstance(count, int)
-                    and len(sequence) * count > MAX_REPEAT_LENGTH
-                ):
-                    raise SecurityError(
-                        f"repeating to more than {MAX_REPEAT_LENGTH:,} items is not "
-                        "allowed"
-                    )
-        return super().call_binop(context, operator, left, right)
-
-
-_ENVIRONMENT = _Sandbox(undefined=StrictUndefined, autoescape=False)
-
-
 def sample_context() -> dict[str, Any]:
     at = datetime(2026, 1, 5, 7, 0)
     return {
@@ -79,19 +51,38 @@ def sample_context() -> dict[str, Any]:
     }
 
 
-def render(source: str, context: dict[str, Any]) -> str:
-    """Render ``source``; raise TemplateError or SecurityError on failure."""
-    return _ENVIRONMENT.from_string(source).render(context)
+def render(
+    source: str, context: dict[str, Any], field: str, limits: RenderLimits
+) -> str:
+    """Render ``source`` in a render process; raise TemplateRenderError.
 
-
-def check_template(source: str, field: str) -> str:
-    """Compile ``source`` and render it with sample values; raise InvalidInputError."""
+    The error's ``part`` is ``field`` ("subject" or "body"), and its
+    ``reason`` names what failed: a template error, a construct the sandbox
+    does not allow, or the time or memory limit.
+    """
+    job = {"parts": {field: ["text", source]}, "context": context}
     try:
-        render(source, sample_context())
-    except TemplateError as exc:
+        result = run_job(limits, "render", job, template=None)
+    except TemplateRenderError as exc:
+        raise TemplateRenderError(exc.reason, template=None, part=field) from None
+    error = result["error"]
+    if error is not None:
+        raise TemplateRenderError(
+            error["reason"], template=None, part=field, line=error["line"]
+        )
+    text: str = result["values"][field]
+    return text
+
+
+def check_template(source: str, field: str, limits: RenderLimits) -> str:
+    """Render ``source`` with sample values; raise InvalidInputError naming ``field``."""
+    try:
+        render(source, sample_context(), field, limits)
+    except TemplateRenderError as exc:
         names = ", ".join(TEMPLATE_VARIABLES)
+        where = f" (line {exc.line})" if exc.line is not None else ""
         raise InvalidInputError(
-            f"template error: {exc.message or exc}; the variables are {names}",
+            f"template error{where}: {exc.reason}; the variables are {names}",
             field=field,
         ) from exc
     return source

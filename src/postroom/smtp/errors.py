@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from postroom.smtp.replies import Reply, parse_enhanced_status
+from postroom.smtp.replies import Reply, is_standard_reply_code, parse_enhanced_status
 
 
 class Step(enum.StrEnum):
@@ -55,6 +55,18 @@ class SmtpFailure(Exception):
     details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if (
+            self.kind is ErrorKind.REPLY
+            and self.reply_code is not None
+            and not is_standard_reply_code(self.reply_code)
+        ):
+            # A code outside 2yz to 5yz says nothing about success, retry or
+            # refusal: the peer is not speaking SMTP as RFC 5321 defines it.
+            self.kind = ErrorKind.PROTOCOL
+            self.error = self.error or (
+                f"the server replied with code {self.reply_code}, which is not an "
+                "SMTP reply code: those start with 2, 3, 4 or 5"
+            )
         super().__init__(str(self))
 
     @classmethod

@@ -6,12 +6,18 @@ second connection that starts with a TLS handshake (implicit TLS). The probe
 sends no credentials and no MAIL, RCPT or DATA command. Ports run in
 parallel, each within its own time limit, so a closed or black-holed port
 costs at most that limit.
+
+A port that offers STARTTLS but whose TLS does not come up (the command is
+refused or the handshake fails) is reported unusable with error kind
+``tls``, never as a port without TLS: an on-path attacker can break the
+handshake on purpose so that a client falls back to plain text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import re
 import socket
 import ssl
@@ -21,8 +27,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from postroom.smtp.certificate import parse_certificate
+from postroom.smtp.replies import is_standard_reply_code, printable
 from postroom.smtp.settings import address_literal, machine_fqdn
 from postroom.smtp.tls import client_context
+
+log = logging.getLogger("postroom.probe")
 
 DEFAULT_PORTS = (25, 465, 587, 2525)
 # RFC 5321 (4.5.3.1.5) limits a reply line to 512 octets. A longer line, or
@@ -34,6 +43,10 @@ _REPLY_LINE = re.compile(r"^(\d{3})([ -])(.*)$")
 
 class NotSmtpError(Exception):
     """The peer sent something that is not an SMTP reply."""
+
+
+class ProtocolError(Exception):
+    """The peer speaks SMTP but breaks its rules: a reply line or reply too long."""
 
 
 @dataclass
@@ -59,7 +72,8 @@ class PortReport:
     port: int
     reachable: bool = False
     error: str | None = None
-    # refused, timeout, network, dns, not_smtp, rejected or tls.
+    # refused, timeout, network, dns, not_smtp, protocol, rejected, tls or
+    # internal (a bug in the probe, logged with its traceback).
     error_kind: str | None = None
     greeting: str | None = None
     implicit_tls: bool = False
@@ -152,21 +166,42 @@ class _Conversation:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader = reader
         self.writer = writer
+        # Lines of the reply being read, so a reply cut short by a timeout
+        # can be told from one that never began.
+        self.partial_lines = 0
 
     async def reply(self) -> tuple[int, list[str]]:
         lines: list[str] = []
+        self.partial_lines = 0
         while len(lines) < _MAX_REPLY_LINES:
-            raw = await self.reader.readline()
+            try:
+                raw = await self.reader.readline()
+            except ValueError as exc:
+                # StreamReader raises ValueError for a line over its limit.
+                raise ProtocolError(
+                    f"the server sent a reply line longer than {_MAX_LINE} bytes "
+                    "(RFC 5321 allows 512)"
+                ) from exc
             if not raw:
                 raise ConnectionError("the server closed the connection")
             text = raw.decode("utf-8", "replace").rstrip("\r\n")
             match = _REPLY_LINE.match(text)
             if match is None:
                 raise NotSmtpError(repr(raw[:60]))
-            lines.append(match.group(3))
+            lines.append(printable(match.group(3)))
+            self.partial_lines = len(lines)
             if match.group(2) == " ":
-                return int(match.group(1)), lines
-        raise NotSmtpError(f"a reply of more than {_MAX_REPLY_LINES} lines")
+                self.partial_lines = 0
+                code = int(match.group(1))
+                if not is_standard_reply_code(code):
+                    raise ProtocolError(
+                        f"the server replied with code {code}, which is not an SMTP "
+                        "reply code: those start with 2, 3, 4 or 5"
+                    )
+                return code, lines
+        raise ProtocolError(
+            f"the server sent a reply of more than {_MAX_REPLY_LINES} lines"
+        )
 
     async def command(self, line: str) -> tuple[int, list[str]]:
         self.writer.write(line.encode("ascii") + b"\r\n")
@@ -188,7 +223,7 @@ class _Conversation:
         try:
             async with asyncio.timeout(1.0):
                 await self.command("QUIT")
-        except (OSError, TimeoutError, NotSmtpError, ConnectionError):
+        except (OSError, TimeoutError, NotSmtpError, ProtocolError, ConnectionError):
             pass
 
     def close(self) -> None:
@@ -306,6 +341,15 @@ class _Prober:
             async with asyncio.timeout(wait):
                 code, lines = await conversation.reply()
         except TimeoutError:
+            if conversation.partial_lines:
+                # A port that waits for a TLS handshake sends nothing, so
+                # there is no implicit TLS to look for.
+                report.error = (
+                    f"the greeting never ended: {conversation.partial_lines} lines "
+                    f"of a multi-line reply arrived but no last line within {wait:g} s"
+                )
+                report.error_kind = "protocol"
+                return True
             report.notes.append(f"no greeting within {wait:g} s")
             return False
         except NotSmtpError as exc:
@@ -362,10 +406,18 @@ class _Prober:
         context: ssl.SSLContext,
         earlier_verify_error: str | None = None,
     ) -> str | None:
-        """Run STARTTLS and EHLO; return the verification error to retry on."""
+        """Run STARTTLS and EHLO; return the verification error to retry on.
+
+        When TLS does not come up, the port is marked unusable: a session
+        configured without TLS would be exactly the downgrade an attacker
+        who breaks the handshake wants.
+        """
         code, lines = await conversation.command("STARTTLS")
         if code != 220:
-            report.notes.append(f"STARTTLS refused: {code} {' '.join(lines)}")
+            report.error = (
+                f"the server offers STARTTLS but refused it: {code} {' '.join(lines)}"
+            )
+            report.error_kind = "tls"
             return None
         verify = earlier_verify_error is None
         try:
@@ -375,7 +427,11 @@ class _Prober:
         except ssl.SSLCertVerificationError as exc:
             return str(exc.verify_message or exc)
         except (ssl.SSLError, ConnectionError) as exc:
-            report.notes.append(f"STARTTLS handshake failed: {exc}")
+            report.error = (
+                "the server offers STARTTLS and replied 220, but the TLS handshake "
+                f"failed: {handshake_error(exc)}"
+            )
+            report.error_kind = "tls"
             return None
         _note_tls(report, conversation.writer, "starttls", earlier_verify_error)
         report.stage = "sending EHLO after TLS"
@@ -433,11 +489,27 @@ async def _probe_port(prober: _Prober, report: PortReport) -> None:
     except TimeoutError:
         report.error = f"timed out after {timeout:g} s while {report.stage}"
         report.error_kind = "timeout"
+    except ProtocolError as exc:
+        report.error = f"failed while {report.stage}: {exc}"
+        report.error_kind = "protocol"
     except (NotSmtpError, ConnectionError, ssl.SSLError, OSError) as exc:
         report.error = f"failed while {report.stage}: {exc}"
         report.error_kind = "not_smtp" if isinstance(exc, NotSmtpError) else "network"
     finally:
         report.duration_ms = (time.perf_counter() - started) * 1000
+
+
+def handshake_error(exc: BaseException) -> str:
+    """Describe a failed TLS handshake; some of these errors carry no message."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)
+    if str(exc):
+        return str(exc)
+    if isinstance(exc, ConnectionResetError):
+        return "the server reset the connection (ConnectionResetError)"
+    if isinstance(exc, ConnectionAbortedError):
+        return "the connection was aborted (ConnectionAbortedError)"
+    return type(exc).__name__
 
 
 async def _resolve(host: str, timeout: float) -> list[str]:
@@ -484,5 +556,20 @@ async def probe_server(settings: ProbeSettings) -> ProbeReport:
                 f"{settings.total_timeout:g} s (while {port_report.stage})"
             )
             port_report.error_kind = "timeout"
+            continue
+        failure = task.exception()
+        if failure is not None:
+            # A server behaviour the probe does not handle: the port is
+            # reported as failed rather than with a half-filled report.
+            log.error(
+                "probe of a port failed",
+                exc_info=failure,
+                extra={"host": settings.host, "port": port_report.port},
+            )
+            port_report.error = (
+                f"the probe failed while {port_report.stage}: "
+                f"{type(failure).__name__}: {failure}"
+            )
+            port_report.error_kind = "internal"
     report.duration_ms = (time.perf_counter() - started) * 1000
     return report

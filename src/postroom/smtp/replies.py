@@ -20,6 +20,12 @@ _QUEUE_ID_PATTERNS = (
     re.compile(r"^OK\s+\d+\s+(\S+)\s+-\s+gsmtp", re.IGNORECASE),
 )
 
+# C0 and C1 control characters (tab excepted) and the Unicode line and
+# paragraph separators: a server could use them to end or overwrite a line
+# where its text is shown, stored or logged.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_ESCAPES = {"\r": "\\r", "\n": "\\n"}
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -40,6 +46,41 @@ class Reply:
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}"
+
+
+def is_standard_reply_code(code: int) -> bool:
+    """Tell whether ``code`` is an SMTP reply code: three digits starting with 2 to 5.
+
+    RFC 5321 (4.2) defines only the classes 2yz to 5yz; anything else, such
+    as 999, is a peer that does not speak SMTP correctly.
+    """
+    return 200 <= code <= 599
+
+
+def printable(text: str) -> str:
+    """Escape control characters in ``text`` as ``\\r``, ``\\n`` or ``\\xNN``.
+
+    Escaping twice changes nothing, since the escapes are printable.
+    """
+    return _CONTROL.sub(_escape, text)
+
+
+def printable_reply(text: str) -> str:
+    """Escape control characters in each line of a reply, keeping the line breaks.
+
+    A multi-line reply is stored as its lines joined by LF; any other control
+    character, a CR inside a line included, is escaped.
+    """
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
+def _escape(match: re.Match[str]) -> str:
+    character = match.group()
+    named = _NAMED_ESCAPES.get(character)
+    if named is not None:
+        return named
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def parse_enhanced_status(text: str) -> str | None:

@@ -12,17 +12,17 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiosmtplib
-from aiosmtplib.typing import Default
 
 from postroom.smtp import sasl
 from postroom.smtp.errors import ErrorKind, SmtpFailure, Step
-from postroom.smtp.replies import Reply
+from postroom.smtp.recording import RecordingSMTP
+from postroom.smtp.replies import Reply, printable, printable_reply
 from postroom.smtp.settings import ConnectionSettings, address_literal, machine_fqdn
 from postroom.smtp.tls import client_context, client_context_with_identity
 from postroom.smtp.transcript import Transcript, mask_secrets, secret_forms
@@ -40,31 +40,6 @@ def encode_data(message: bytes) -> bytes:
     if not normalized.endswith(b"\r\n"):
         normalized += b"\r\n"
     return _LEADING_PERIOD.sub(b"..", normalized) + b".\r\n"
-
-
-class _RecordingSMTP(aiosmtplib.SMTP):
-    """aiosmtplib's client with every command and reply copied to a transcript."""
-
-    transcript: Transcript | None = None
-    # Called with secrets that appear only during AUTH (an access token).
-    on_secret: Callable[[str], None] | None = None
-
-    async def execute_command(
-        self,
-        *args: bytes,
-        timeout: float | Literal[Default.token] | None = Default.token,
-    ) -> aiosmtplib.SMTPResponse:
-        if self.transcript is not None:
-            self.transcript.client(*args)
-        try:
-            response = await super().execute_command(*args, timeout=timeout)
-        except aiosmtplib.SMTPException as exc:
-            if self.transcript is not None:
-                self.transcript.event(f"no reply: {exc}")
-            raise
-        if self.transcript is not None:
-            self.transcript.server(response.code, response.message)
-        return response
 
 
 @dataclass
@@ -115,8 +90,11 @@ def classify(step: Step, exc: BaseException) -> SmtpFailure:
 
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         if exc.code < 0:
-            # aiosmtplib reports a reply it cannot parse with code -1.
-            return SmtpFailure(step=step, kind=ErrorKind.PROTOCOL, error=exc.message)
+            # aiosmtplib reports a reply it cannot parse with code -1, and
+            # quotes the line with its CRLF.
+            return SmtpFailure(
+                step=step, kind=ErrorKind.PROTOCOL, error=exc.message.strip()
+            )
         return SmtpFailure(
             step=step, kind=ErrorKind.REPLY, reply_code=exc.code, reply_text=exc.message
         )
@@ -158,7 +136,7 @@ class SmtpSession:
         self.tls_version: str | None = None
         self.peer_certificate: dict[str, Any] | None = None
         self.authenticated = False
-        self._client: _RecordingSMTP | None = None
+        self._client: RecordingSMTP | None = None
 
     @contextmanager
     def _step(self, step: Step) -> Iterator[None]:
@@ -177,21 +155,26 @@ class SmtpSession:
                 failure.details.setdefault(
                     "client_certificate", bool(self.settings.client_certificate)
                 )
+            # The server's words are stored and shown: secrets it echoed are
+            # masked, and control characters escaped so they cannot forge or
+            # overwrite lines.
             if failure.reply_text:
-                failure.reply_text = mask_secrets(failure.reply_text, self._secrets)
+                failure.reply_text = printable_reply(
+                    mask_secrets(failure.reply_text, self._secrets)
+                )
             if failure.error:
                 # aiosmtplib is handed a connected socket, so its own messages
                 # cannot know the port; fill it in.
                 error = failure.error.replace(
                     "on port None", f"on port {self.settings.port}"
                 )
-                failure.error = mask_secrets(error, self._secrets)
+                failure.error = printable(mask_secrets(error, self._secrets))
             if self.transcript is not None:
                 if failure.reply_code is None:
                     self.transcript.event(f"failed: {failure.error}")
-                elif step in (Step.GREETING, Step.STARTTLS):
-                    # aiosmtplib reads these two replies outside execute_command,
-                    # so the recording client has not seen them.
+                elif step == Step.GREETING:
+                    # aiosmtplib reads the greeting outside execute_command, so
+                    # the recording client has not seen it.
                     self.transcript.server(failure.reply_code, failure.reply_text or "")
             raise failure from exc
         finally:
@@ -225,10 +208,12 @@ class SmtpSession:
             ) from exc
 
     def _reply(self, code: int, text: str) -> Reply:
-        return Reply(code, mask_secrets(text, self._secrets) if self._secrets else text)
+        if self._secrets:
+            text = mask_secrets(text, self._secrets)
+        return Reply(code, printable_reply(text))
 
     @property
-    def client(self) -> _RecordingSMTP:
+    def client(self) -> RecordingSMTP:
         if self._client is None:
             raise SmtpFailure(
                 step=Step.CONNECT,
@@ -256,14 +241,19 @@ class SmtpSession:
         value = self.extensions.get("size", "")
         return int(value) if value.isdigit() and int(value) > 0 else None
 
-    async def open(self) -> None:
-        """Connect and walk the dialogue up to an authenticated session."""
+    async def open(self, *, authenticate: bool = True) -> None:
+        """Connect and walk the dialogue up to an authenticated session.
+
+        With ``authenticate`` false the session stops after EHLO (and
+        STARTTLS), so the caller can look at the offer before calling
+        ``authenticate()``.
+        """
         settings = self.settings
         tls_context = self._tls_context()
         sock = await self._connect()
 
         use_tls = settings.security == "tls"
-        client = _RecordingSMTP(
+        client = RecordingSMTP(
             hostname=settings.host,
             sock=sock,
             use_tls=use_tls,
@@ -274,12 +264,19 @@ class SmtpSession:
         )
         client.transcript = self.transcript
         client.on_secret = self._add_secret
+        client.login_name = settings.login
         if use_tls and self.transcript is not None:
             self.transcript.event("TLS handshake (implicit TLS)")
 
         try:
             with self._step(Step.GREETING):
-                response = await client.connect(timeout=settings.connect_timeout)
+                try:
+                    response = await client.connect(timeout=settings.connect_timeout)
+                except aiosmtplib.SMTPConnectTimeoutError as exc:
+                    unfinished = self._unfinished_greeting(client)
+                    if unfinished is None:
+                        raise
+                    raise unfinished from exc
         except SmtpFailure as failure:
             sock.close()
             # With implicit TLS the handshake happens before the greeting, as
@@ -305,10 +302,45 @@ class SmtpSession:
             except SmtpFailure as failure:
                 failure.details["after_starttls"] = True
                 raise
-        if settings.login:
-            with self._step(Step.AUTH):
-                await sasl.authenticate(client, settings)
-            self.authenticated = True
+        if authenticate:
+            await self.authenticate()
+
+    async def authenticate(self) -> None:
+        """Log in with the profile's mechanism; without a login, do nothing."""
+        if not self.settings.login:
+            return
+        with self._step(Step.AUTH):
+            await sasl.authenticate(self.client, self.settings)
+        self.authenticated = True
+
+    def _unfinished_greeting(self, client: RecordingSMTP) -> SmtpFailure | None:
+        """Explain a greeting that began but did not end before the timeout."""
+        data = client.unfinished_reply
+        if not data:
+            return None
+        lines = data.split(b"\n")
+        first = lines[0].decode("utf-8", "replace").rstrip("\r")[:100]
+        complete = len(lines) - 1
+        if self.transcript is not None:
+            self.transcript.event(
+                f"received {complete} lines and {len(lines[-1])} more bytes of a "
+                f"greeting that did not end; the first line: {first}"
+            )
+        timeout = self.settings.connect_timeout
+        if not (first[:3].isdigit() and first[3:4] == "-"):
+            return SmtpFailure(
+                step=Step.GREETING,
+                kind=ErrorKind.PROTOCOL,
+                error=f"the server sent {len(data)} bytes that are not a complete "
+                f"SMTP greeting within {timeout:g} s: {first!r}",
+            )
+        return SmtpFailure(
+            step=Step.GREETING,
+            kind=ErrorKind.TIMEOUT,
+            error=f"the server sent {complete} lines of a multi-line greeting "
+            f"({first!r}) but no last line within {timeout:g} s",
+            details={"unfinished_greeting_lines": complete},
+        )
 
     async def _connect(self) -> socket.socket:
         settings = self.settings
@@ -382,10 +414,40 @@ class SmtpSession:
                 )
             if self.transcript is not None:
                 self.transcript.client(b"STARTTLS")
-            response = await client.starttls(timeout=self.settings.connect_timeout)
-            if self.transcript is not None:
-                self.transcript.server(response.code, response.message)
+            with self._recording_starttls_reply(client):
+                await client.starttls(timeout=self.settings.connect_timeout)
         self._note_tls()
+
+    @contextmanager
+    def _recording_starttls_reply(self, client: RecordingSMTP) -> Iterator[None]:
+        """Copy the reply to STARTTLS to the transcript as soon as it arrives.
+
+        aiosmtplib's starttls() sends the command, reads the reply and starts
+        the handshake in one call, which returns nothing when the handshake
+        fails. The server's 220 belongs in the transcript all the same: it
+        shows the server agreed before TLS broke.
+        """
+        protocol = client.protocol
+        transcript = self.transcript
+        if protocol is None or transcript is None:
+            yield
+            return
+        read_response = protocol.read_response
+
+        async def recorded(timeout: float | None = None) -> aiosmtplib.SMTPResponse:
+            response = await read_response(timeout=timeout)
+            transcript.server(response.code, response.message)
+            return response
+
+        # An instance attribute shadows the method for this one call.
+        # NOTE: this relies on aiosmtplib's starttls() reading the reply with
+        # protocol.read_response, as version 5.1 does.
+        protocol.read_response = recorded  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            with suppress(AttributeError):
+                del protocol.read_response
 
     async def send(
         self,

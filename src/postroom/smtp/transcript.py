@@ -12,6 +12,8 @@ import base64
 import time
 from dataclasses import dataclass, field
 
+from postroom.smtp.replies import printable
+
 AUTH_HIDDEN = "[AUTH data hidden]"
 SECRET_HIDDEN = "[secret hidden]"
 
@@ -23,7 +25,9 @@ def secret_forms(secret: str) -> list[str]:
 
 
 def mask_secrets(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
+    # Longest first: a shorter secret inside a longer one must not break the
+    # longer one's match.
+    for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, SECRET_HIDDEN)
     return text
 
@@ -58,7 +62,9 @@ class Transcript:
 
     def _add(self, direction: str, text: str) -> None:
         at = time.monotonic() - self._started
-        self.lines.append(TranscriptLine(at, direction, self._mask(text)))
+        # Each entry is one line: control characters the server sent, or
+        # that an error message quotes, are escaped.
+        self.lines.append(TranscriptLine(at, direction, printable(self._mask(text))))
 
     def client(self, *args: bytes) -> None:
         verb = args[0].upper() if args else b""

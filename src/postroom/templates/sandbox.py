@@ -6,7 +6,8 @@ to internals: attributes starting with an underscore, ``mro``, function
 globals and methods that change data. No loader exists, so ``include``,
 ``import`` and ``extends`` cannot reach files. Output is counted while it is
 produced, and operations that allocate a huge result in one C call
-(``'x' * 10**9``, ``10 ** 10 ** 9``) are rejected before they run.
+(``'x' * 10**9``, ``10 ** 10 ** 9``, ``'x'|center(10**9)``, ``'%09999999d' % 1``)
+are rejected before they run (see postroom.templates.size_checks).
 
 A job is a plain dict so that it pickles cheaply:
 
@@ -30,6 +31,11 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from postroom.templates.html_text import html_to_text
+from postroom.templates.size_checks import (
+    check_printf,
+    check_str_method,
+    guard_filters,
+)
 
 # The largest integer a template may produce with ** or *, in bits: a
 # 4096-bit number has about 1233 decimal digits, far more than any amount,
@@ -50,9 +56,9 @@ def _finalize(value: Any) -> Any:
 
 
 class PostroomSandbox(ImmutableSandboxedEnvironment):
-    """Jinja2's immutable sandbox with size checks on * and **."""
+    """Jinja2's immutable sandbox with size checks on *, **, % and string builders."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def __init__(self, *, autoescape: bool, max_output: int) -> None:
         super().__init__(
@@ -65,6 +71,7 @@ class PostroomSandbox(ImmutableSandboxedEnvironment):
         # lipsum() writes as much text as it is asked for; nothing a
         # notification needs.
         self.globals.pop("lipsum", None)
+        guard_filters(self.filters, max_output)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Event data is JSON, so ``order.items`` means the key "items", not
@@ -73,7 +80,21 @@ class PostroomSandbox(ImmutableSandboxedEnvironment):
             return obj[attribute]
         return super().getattr(obj, attribute)
 
+    # The parameter names are Jinja2's own: a template's keyword arguments
+    # cannot clash with them.
+    def call(
+        __self,
+        __context: Context,
+        __obj: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        check_str_method(__obj, args, kwargs, __self.max_output)
+        return super().call(__context, __obj, *args, **kwargs)
+
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "%":
+            check_printf(left, right, self.max_output)
         if operator == "*":
             self._check_repeat(left, right)
             self._check_repeat(right, left)

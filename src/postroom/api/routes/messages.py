@@ -59,7 +59,14 @@ def queue_message(
         with transaction(runtime.sessions) as session:
             earlier = find_by_idempotency_key(session, request)
             if earlier is None:
-                answer = _answer(enqueue(session, request, source="api"))
+                answer = _answer(
+                    enqueue(
+                        session,
+                        request,
+                        source="api",
+                        max_bytes=runtime.settings.max_message_bytes,
+                    )
+                )
             else:
                 answer = _answer(earlier)
     except IntegrityError:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from postroom.api.deps import RuntimeDep, TokenDep
 from postroom.diagnosis.probe import (
+    apply_error,
     apply_recommendation,
     check_probe_request,
     run_probe,
@@ -43,6 +44,11 @@ class ProbeBody(BaseModel):
         default=None,
         description="Profile to write the recommended settings to.",
     )
+    allow_plaintext: bool = Field(
+        default=False,
+        description="Let the login test and apply use a port without TLS "
+        "(security none), which sends the password unencrypted.",
+    )
 
 
 @router.post("")
@@ -61,6 +67,7 @@ async def probe(
         login=body.login,
         password=body.password.get_secret_value() if body.password else None,
         mechanism=body.mechanism.value if body.mechanism else None,
+        allow_plaintext=body.allow_plaintext,
     )
     profile_name = body.apply
 
@@ -74,8 +81,11 @@ async def probe(
 
     result = await run_probe(request)
     answer = result.as_dict()
+    if profile_name is None:
+        return answer
+    not_applied_reason = apply_error(result, profile_name, body.allow_plaintext)
     recommendation = result.recommendation
-    if profile_name is not None and recommendation is not None:
+    if not_applied_reason is None and recommendation is not None:
 
         def apply() -> None:
             with transaction(runtime.sessions) as session:
@@ -89,9 +99,6 @@ async def probe(
 
         await asyncio.to_thread(apply)
         answer["applied_to"] = profile_name
-    elif profile_name is not None:
-        answer["apply_error"] = (
-            f"no usable port on {request.host}; profile {profile_name!r} was not "
-            "changed"
-        )
+    else:
+        answer["apply_error"] = not_applied_reason
     return answer
