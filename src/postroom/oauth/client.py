@@ -98,12 +98,20 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+# A lifetime beyond ten years is nonsense from a provider, and a far larger
+# one would overflow the datetime arithmetic that turns it into an expiry.
+_MAX_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
+
+
 def _integer(value: Any) -> int | None:
     # Some providers send numbers as strings ("3599").
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         return None
+    if number <= 0:
+        return None
+    return min(number, _MAX_LIFETIME_SECONDS)
 
 
 def _endpoint_error(

@@ -93,11 +93,15 @@ def text_without_status(text: str) -> str:
     return _ENHANCED_STATUS.sub("", text.strip(), count=1).strip()
 
 
+MAX_QUEUE_ID_LENGTH = 200
+
+
 def parse_queue_id(text: str) -> str | None:
     """Find the provider's queue id in the reply to DATA, if it gives one."""
     body = text_without_status(text)
     for pattern in _QUEUE_ID_PATTERNS:
         match = pattern.search(body)
         if match:
-            return match.group(1).strip("<>")
+            # The column holds 200 characters; no real queue id comes near.
+            return match.group(1).strip("<>")[:MAX_QUEUE_ID_LENGTH]
     return None
