@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from postroom import __version__
+from postroom.api.docs import install_docs
 from postroom.api.errors import install_error_handlers, install_validation_handler
 from postroom.api.guard import RequestGuard
 from postroom.api.routes import (
@@ -59,7 +60,10 @@ def create_app(
         description="Email profiles, test emails with diagnosis, and a durable "
         "outbox that hands messages to your own SMTP provider.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.runtime = runtime
     install_error_handlers(app)
     install_validation_handler(app)
