@@ -134,10 +134,31 @@ def list_(
     if as_json:
         print_json(views)
         return
+    rows = [view | {"why": _why(view)} for view in views]
     print_table(
-        views,
-        ["id", "profile", "status", "subject", "attempt_count", "provider_queue_id"],
+        rows,
+        [
+            "id",
+            "profile",
+            "status",
+            "subject",
+            "attempt_count",
+            "provider_queue_id",
+            "why",
+        ],
     )
+
+
+def _why(view: dict[str, object]) -> str | None:
+    """A short reason for a message that is not simply sent: why held, or
+    the diagnosis of the last failure (``message show`` has the details)."""
+    if view.get("held_reason"):
+        reason = str(view["held_reason"])
+        return reason if len(reason) <= 80 else reason[:79] + "\u2026"
+    error = view.get("last_error")
+    if isinstance(error, dict) and view.get("status") != "sent":
+        return str(error.get("id"))
+    return None
 
 
 def _check_status(value: str) -> MessageStatus:
