@@ -157,6 +157,8 @@ def test_send_to_inactive_profile_reports_hold(cli: Invoke) -> None:
 
     assert sent.exit_code == 0
     assert "held: email profile 'Orders' is inactive" in sent.stderr
+    listed = cli("message", "list", "--status", "held")
+    assert "email profile 'Orders' is inactive" in listed.stdout
 
 
 def test_token_created_once_and_listed(cli: Invoke) -> None:
