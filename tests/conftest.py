@@ -107,6 +107,34 @@ def any_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runt
 
 
 @pytest.fixture
+def live_server(runtime: Runtime) -> Iterator[str]:
+    """Postroom's HTTP server on a loopback port, as `postroom serve` runs it."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from postroom.api.app import create_app
+    from postroom.devserver.sink import free_port
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(runtime), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
 def start_sink(certificates: Certificates) -> Iterator[Callable[..., SinkServer]]:
     """Start aiosmtpd-based sinks: security "none", "starttls" or "tls"."""
     started: list[SinkServer] = []

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from postroom.api.app import create_app
-from postroom.devserver.sink import free_port
 from postroom.runtime import Runtime
 
 
@@ -33,25 +28,6 @@ def test_pages_load_assets_from_postroom(runtime: Runtime, path: str) -> None:
     for asset in assets:
         assert asset.status_code == 200
         assert len(asset.content) > 10_000
-
-
-@pytest.fixture
-def live_server(runtime: Runtime) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(runtime), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
 
 
 def test_swagger_ui_renders_offline_in_chromium(live_server: str) -> None:

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from postroom.api.app import create_app
-from postroom.devserver.sink import free_port
 from postroom.domain.db import transaction
 from postroom.domain.tokens import create_token
 from postroom.oauth.flow import pkce_challenge
@@ -147,26 +143,6 @@ def test_connect_needs_xoauth2_profile(
 
     assert answer.status_code == 422
     assert answer.json()["detail"][0]["loc"] == ["body", "mechanism"]
-
-
-@pytest.fixture
-def live_server(runtime: Runtime) -> Iterator[str]:
-    """Postroom's HTTP server on a loopback port, as `postroom serve` runs it."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(runtime), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
 
 
 def test_connect_in_chromium(

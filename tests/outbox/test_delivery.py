@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import update
 
@@ -15,50 +14,9 @@ from postroom.domain import profiles
 from postroom.domain.db import transaction
 from postroom.domain.models import MessageStatus, OutboxMessage
 from postroom.outbox import store
-from postroom.outbox.queue import MessageRequest, enqueue, message_view
-from postroom.outbox.worker import Worker
 from postroom.runtime import Runtime
+from tests.outbox.helpers import add_profile, drain, queue, view
 from tests.peers.scripted import DROP, ScriptedServer
-
-
-def add_profile(runtime: Runtime, port: int, **changes: Any) -> None:
-    values: dict[str, Any] = {
-        "name": "Orders",
-        "host": "127.0.0.1",
-        "port": port,
-        "security": "none",
-        "from_address": "Orders <orders@example.com>",
-        "connect_timeout": 2.0,
-        "command_timeout": 2.0,
-    }
-    values.update(changes)
-    with transaction(runtime.sessions) as session:
-        profiles.create_profile(
-            session, runtime.secrets, profiles.ProfileInput(**values)
-        )
-
-
-def queue(runtime: Runtime, **changes: Any) -> int:
-    values: dict[str, Any] = {
-        "profile": "Orders",
-        "to": ["bob@example.com"],
-        "subject": "Your order shipped",
-        "text": "Parcel 42 is on its way.",
-    }
-    values.update(changes)
-    with transaction(runtime.sessions) as session:
-        return enqueue(session, MessageRequest.model_validate(values)).id
-
-
-def view(runtime: Runtime, message_pk: int) -> dict[str, Any]:
-    with transaction(runtime.sessions) as session:
-        message = session.get(OutboxMessage, message_pk)
-        assert message is not None
-        return message_view(message)
-
-
-def drain(runtime: Runtime) -> int:
-    return asyncio.run(Worker(runtime).drain())
 
 
 def make_due(runtime: Runtime) -> None:
