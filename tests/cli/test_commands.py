@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from postroom.cli.main import app
 from postroom.devserver.sink import SinkServer
+from tests.cli.conftest import Invoke
 
 PASSWORD = "cli-Secret-42"
-
-Invoke = Callable[..., Result]
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Invoke:
-    runner = CliRunner()
-    env = {
-        "POSTROOM_DATA_DIR": str(tmp_path / "data"),
-        "POSTROOM_DATABASE_URL": "",
-        "POSTROOM_SECRET_KEY": "",
-    }
-
-    def invoke(*args: str, stdin: str | None = None) -> Result:
-        return runner.invoke(app, list(args), env=env, input=stdin)
-
-    return invoke
 
 
 def create_orders(

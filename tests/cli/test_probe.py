@@ -4,35 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner, Result
-
-from postroom.cli.main import app
 from postroom.devserver.sink import SinkServer
+from tests.cli.conftest import Invoke
 from tests.peers.blackhole import closed_port
 from tests.peers.certs import Certificates
 from tests.peers.scripted import ScriptedServer
 
 PASSWORD = "Cli-Probe-Secret-5"
-
-Invoke = Callable[..., Result]
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Invoke:
-    runner = CliRunner()
-    env = {
-        "POSTROOM_DATA_DIR": str(tmp_path / "data"),
-        "POSTROOM_DATABASE_URL": "",
-        "POSTROOM_SECRET_KEY": "",
-    }
-
-    def invoke(*args: str, stdin: str | None = None) -> Result:
-        return runner.invoke(app, list(args), env=env, input=stdin)
-
-    return invoke
 
 
 def test_probe_prints_ports_and_recommendation(
