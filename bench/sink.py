@@ -63,7 +63,10 @@ class SinkProtocol(asyncio.Protocol):
     def _command(self, line: bytes) -> None:
         verb = line[:4].upper()
         if verb == b"EHLO":
-            self._write(b"250-bench.sink\r\n250-8BITMIME\r\n250 SIZE 52428800\r\n")
+            self._write(
+                b"250-bench.sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                b"250 SIZE 52428800\r\n"
+            )
         elif verb == b"DATA":
             self.in_data = True
             self.data_started = time.time()

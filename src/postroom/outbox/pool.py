@@ -51,7 +51,7 @@ class ConnectionPool:
         settings: ConnectionSettings,
         limits: ProfileLimits,
         slots: ConnectionSlots,
-        session_factory: SessionFactory = SmtpSession,
+        session_factory: SessionFactory = SmtpSession.for_delivery,
     ) -> None:
         self.profile_name = profile_name
         self.profile_id = profile_id

@@ -84,7 +84,7 @@ class Worker:
         runtime: Runtime,
         *,
         worker_id: str | None = None,
-        session_factory: SessionFactory = SmtpSession,
+        session_factory: SessionFactory = SmtpSession.for_delivery,
     ) -> None:
         self.runtime = runtime
         self.sessions = runtime.sessions
