@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.domain.models import SYSTEM_PROFILE_NAMES, Profile
@@ -17,6 +19,12 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# How long a SQLite statement waits for another connection's write lock.
+_SQLITE_LOCK_WAIT_MS = 30000
+_lock_wait_ms: ContextVar[int] = ContextVar(
+    "postroom_sqlite_lock_wait_ms", default=_SQLITE_LOCK_WAIT_MS
+)
 
 # An arbitrary constant that identifies Postroom's migration lock among other
 # PostgreSQL advisory locks on the same server.
@@ -43,8 +51,37 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_LOCK_WAIT_MS}")
     cursor.close()
+
+
+def _set_sqlite_lock_wait(connection: Connection) -> None:
+    wanted = _lock_wait_ms.get()
+    info = connection.connection.info
+    if info.get("busy_timeout", _SQLITE_LOCK_WAIT_MS) != wanted:
+        # sqlite3 opens no transaction for a PRAGMA.
+        connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+            f"PRAGMA busy_timeout={wanted}"
+        )
+        info["busy_timeout"] = wanted
+
+
+@contextmanager
+def sqlite_without_lock_wait() -> Iterator[None]:
+    """Make SQLite transactions begun here fail at once on a locked database.
+
+    Such a transaction raises an OperationalError that is_sqlite_locked()
+    recognises, instead of waiting for the other writer.
+    """
+    token = _lock_wait_ms.set(0)
+    try:
+        yield
+    finally:
+        _lock_wait_ms.reset(token)
+
+
+def is_sqlite_locked(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
 
 
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
@@ -55,6 +92,7 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _set_sqlite_pragmas)
+        event.listen(engine, "begin", _set_sqlite_lock_wait)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)

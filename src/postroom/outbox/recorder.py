@@ -16,6 +16,7 @@ import logging
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.outbox import store
+from postroom.outbox.dbcall import DatabaseCaller
 from postroom.outbox.store import Outcome
 
 log = logging.getLogger("postroom.delivery")
@@ -29,9 +30,12 @@ _MAX_BATCH = 500
 
 
 class Recorder:
-    def __init__(self, sessions: sessionmaker[Session], worker_id: str) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], worker_id: str, call: DatabaseCaller
+    ) -> None:
         self._sessions = sessions
         self._worker_id = worker_id
+        self._call = call
         self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
         self._arrived = asyncio.Event()
         self._closing = False
@@ -71,7 +75,7 @@ class Recorder:
             batch = self._pending[:_MAX_BATCH]
             del self._pending[:_MAX_BATCH]
             try:
-                await asyncio.to_thread(
+                await self._call(
                     store.record_outcomes,
                     self._sessions,
                     [outcome for outcome, _future in batch],

@@ -25,6 +25,7 @@ from postroom.diagnosis.engine import Diagnosis, explain
 from postroom.domain.models import MessageStatus, Profile
 from postroom.oauth.tokens import profile_connection_settings
 from postroom.outbox import metrics, store
+from postroom.outbox.dbcall import DatabaseCaller
 from postroom.outbox.lane import ProfileLane
 from postroom.outbox.limits import (
     ConnectionSlots,
@@ -108,6 +109,7 @@ class Worker:
         self._recorder: Recorder | None = None
         self._slots: ConnectionSlots = ConnectionSlots()
         self._is_postgres = runtime.engine.dialect.name == "postgresql"
+        self._call = DatabaseCaller(runtime.engine)
 
     @property
     def stopping(self) -> bool:
@@ -141,7 +143,7 @@ class Worker:
 
         unsubscribe = subscribe(wake)
         listener: asyncio.Task[None] | None = None
-        self._recorder = Recorder(self.sessions, self.worker_id)
+        self._recorder = Recorder(self.sessions, self.worker_id, self._call)
         self._recorder.start()
         if self._is_postgres:
             database_url = self.runtime.settings.effective_database_url
@@ -216,7 +218,7 @@ class Worker:
     async def _claim(self, limit: int) -> int:
         config = self.runtime.settings
         blocked = [name for name, lane in self.lanes.items() if lane.is_blocked]
-        messages, profiles = await asyncio.to_thread(
+        messages, profiles = await self._call(
             store.claim_due,
             self.sessions,
             self.worker_id,

@@ -1,0 +1,117 @@
+"""Where the engine runs its frequent database calls, and what a lock does."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from postroom.domain.db import transaction
+from postroom.outbox.dbcall import DatabaseCaller
+from postroom.runtime import Runtime
+
+
+def write_note(sessions: sessionmaker[Session], calls: list[int]) -> int:
+    calls.append(threading.get_ident())
+    with transaction(sessions) as session:
+        session.execute(
+            text("UPDATE profiles SET client = 'touched' WHERE name = :name"),
+            {"name": "DefaultDeliveryProfile"},
+        )
+    return len(calls)
+
+
+def stored_note(runtime: Runtime) -> str | None:
+    with transaction(runtime.sessions) as session:
+        return session.execute(
+            text("SELECT client FROM profiles WHERE name = 'DefaultDeliveryProfile'")
+        ).scalar_one_or_none()
+
+
+def test_sqlite_calls_run_on_the_event_loop(runtime: Runtime) -> None:
+    calls: list[int] = []
+
+    async def main() -> int:
+        return await DatabaseCaller(runtime.engine)(write_note, runtime.sessions, calls)
+
+    asyncio.run(main())
+
+    assert calls == [threading.get_ident()]
+    assert stored_note(runtime) == "touched"
+
+
+def test_a_locked_sqlite_database_moves_the_call_to_a_thread(
+    runtime: Runtime,
+) -> None:
+    path = make_url(runtime.settings.effective_database_url).database
+    assert path is not None
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    calls: list[int] = []
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def main() -> None:
+        ticking = asyncio.create_task(ticker())
+        call = asyncio.create_task(
+            DatabaseCaller(runtime.engine)(write_note, runtime.sessions, calls)
+        )
+        await asyncio.sleep(0.3)
+        # The loop kept running while the call waited for the lock.
+        assert ticks >= 10
+        assert not call.done()
+        other.execute("COMMIT")
+        await call
+        ticking.cancel()
+
+    try:
+        asyncio.run(main())
+    finally:
+        other.close()
+
+    assert len(calls) == 2
+    assert calls[0] == threading.get_ident()
+    assert calls[1] != threading.get_ident()
+    assert stored_note(runtime) == "touched"
+
+
+def test_other_sqlite_errors_are_not_tried_again(runtime: Runtime) -> None:
+    calls: list[int] = []
+
+    def broken(sessions: sessionmaker[Session]) -> None:
+        calls.append(1)
+        with transaction(sessions) as session:
+            session.execute(text("UPDATE no_such_table SET x = 1"))
+
+    async def main() -> None:
+        await DatabaseCaller(runtime.engine)(broken, runtime.sessions)
+
+    with pytest.raises(Exception, match="no_such_table"):
+        asyncio.run(main())
+    assert calls == [1]
+
+
+def test_postgresql_calls_run_in_a_thread(any_runtime: Runtime) -> None:
+    if any_runtime.engine.dialect.name != "postgresql":
+        pytest.skip("the SQLite case is tested above")
+    calls: list[int] = []
+
+    async def main() -> int:
+        caller = DatabaseCaller(any_runtime.engine)
+        return await caller(write_note, any_runtime.sessions, calls)
+
+    asyncio.run(main())
+
+    assert len(calls) == 1
+    assert calls[0] != threading.get_ident()
+    assert stored_note(any_runtime) == "touched"
