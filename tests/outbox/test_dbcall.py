@@ -37,7 +37,7 @@ def test_sqlite_calls_run_on_the_event_loop(runtime: Runtime) -> None:
     calls: list[int] = []
 
     async def main() -> int:
-        return await DatabaseCaller(runtime.engine)(write_note, runtime.sessions, calls)
+        return await DatabaseCaller(runtime.engine, runtime.sessions)(write_note, calls)
 
     asyncio.run(main())
 
@@ -64,7 +64,7 @@ def test_a_locked_sqlite_database_moves_the_call_to_a_thread(
     async def main() -> None:
         ticking = asyncio.create_task(ticker())
         call = asyncio.create_task(
-            DatabaseCaller(runtime.engine)(write_note, runtime.sessions, calls)
+            DatabaseCaller(runtime.engine, runtime.sessions)(write_note, calls)
         )
         await asyncio.sleep(0.3)
         # The loop kept running while the call waited for the lock.
@@ -94,24 +94,43 @@ def test_other_sqlite_errors_are_not_tried_again(runtime: Runtime) -> None:
             session.execute(text("UPDATE no_such_table SET x = 1"))
 
     async def main() -> None:
-        await DatabaseCaller(runtime.engine)(broken, runtime.sessions)
+        await DatabaseCaller(runtime.engine, runtime.sessions)(broken)
 
     with pytest.raises(Exception, match="no_such_table"):
         asyncio.run(main())
     assert calls == [1]
 
 
-def test_postgresql_calls_run_in_a_thread(any_runtime: Runtime) -> None:
+def test_postgresql_waits_let_the_event_loop_run(any_runtime: Runtime) -> None:
     if any_runtime.engine.dialect.name != "postgresql":
         pytest.skip("the SQLite case is tested above")
     calls: list[int] = []
+    ticks = 0
 
-    async def main() -> int:
-        caller = DatabaseCaller(any_runtime.engine)
-        return await caller(write_note, any_runtime.sessions, calls)
+    def slow_write(sessions: sessionmaker[Session]) -> int:
+        with transaction(sessions) as session:
+            session.execute(text("SELECT pg_sleep(0.3)"))
+        return write_note(sessions, calls)
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def main() -> None:
+        ticking = asyncio.create_task(ticker())
+        caller = DatabaseCaller(any_runtime.engine, any_runtime.sessions)
+        try:
+            await caller(slow_write)
+        finally:
+            await caller.close()
+            ticking.cancel()
 
     asyncio.run(main())
 
-    assert len(calls) == 1
-    assert calls[0] != threading.get_ident()
+    # The store function ran on the loop's thread, and the loop went on
+    # while PostgreSQL slept.
+    assert calls == [threading.get_ident()]
+    assert ticks >= 10
     assert stored_note(any_runtime) == "touched"

@@ -1,42 +1,74 @@
 """Run the delivery engine's frequent database calls where they cost least.
 
-SQLite runs in this process and its calls are CPU work. In a thread, such
-a call gives up the interpreter lock at every row and waits to get it back
-while the event loop is busy sending, which made each commit several times
-slower than the work in it. On SQLite the claim and the outcome commits
-therefore run on the event loop; they take a few milliseconds per batch.
-They do not wait there for another writer's lock: a locked database moves
-the call to a thread, where it waits as usual. PostgreSQL calls wait on the
-network, so they always run in a thread and the loop sends meanwhile.
+In a thread, a database call gives up the interpreter lock at every row
+or network wait and then waits to get it back while the event loop is busy
+sending. That made each claim and commit several times slower than the
+work in it, so the engine keeps these calls on the event loop:
+
+- SQLite runs in this process and its calls are CPU work of a few
+  milliseconds per batch, run directly. They do not wait there for another
+  writer's lock: a locked database moves the call to a thread, where it
+  waits as usual.
+- PostgreSQL calls go through SQLAlchemy's asyncio engine on psycopg's
+  asyncio connection. The same synchronous store functions run on the loop,
+  and each network wait lets the loop send meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.domain.db import is_sqlite_locked, sqlite_without_lock_wait
 
 P = ParamSpec("P")
 T = TypeVar("T")
+StoreFunction = Callable[Concatenate[sessionmaker[Session], P], T]
 
 
 class DatabaseCaller:
-    def __init__(self, engine: Engine) -> None:
-        self.on_loop = engine.dialect.name == "sqlite"
+    """A runner for store functions, which take a session factory first."""
+
+    def __init__(self, engine: Engine, sessions: sessionmaker[Session]) -> None:
+        self._engine = engine
+        self._sessions = sessions
+        self._async_engine: AsyncEngine | None = None
 
     async def __call__(
-        self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+        self, function: StoreFunction[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        if self.on_loop:
-            try:
-                with sqlite_without_lock_wait():
-                    return function(*args, **kwargs)
-            except Exception as exc:
-                # The transaction was rolled back whole, so it can run again.
-                if not is_sqlite_locked(exc):
-                    raise
-        return await asyncio.to_thread(function, *args, **kwargs)
+        if self._engine.dialect.name == "postgresql":
+            return await self._on_async_connection(function, *args, **kwargs)
+        try:
+            with sqlite_without_lock_wait():
+                return function(self._sessions, *args, **kwargs)
+        except Exception as exc:
+            # The whole transaction was rolled back, so it can run again.
+            if not is_sqlite_locked(exc):
+                raise
+        return await asyncio.to_thread(function, self._sessions, *args, **kwargs)
+
+    async def _on_async_connection(
+        self, function: StoreFunction[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        if self._async_engine is None:
+            self._async_engine = create_async_engine(
+                self._engine.url, pool_size=2, max_overflow=0, pool_pre_ping=True
+            )
+
+        def run(connection: Connection) -> T:
+            sessions = sessionmaker(bind=connection, expire_on_commit=False)
+            return function(sessions, *args, **kwargs)
+
+        async with self._async_engine.connect() as connection:
+            return await connection.run_sync(run)
+
+    async def close(self) -> None:
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+            self._async_engine = None

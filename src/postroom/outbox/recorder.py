@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from postroom.outbox import store
 from postroom.outbox.dbcall import DatabaseCaller
 from postroom.outbox.store import Outcome
@@ -30,10 +28,7 @@ _MAX_BATCH = 500
 
 
 class Recorder:
-    def __init__(
-        self, sessions: sessionmaker[Session], worker_id: str, call: DatabaseCaller
-    ) -> None:
-        self._sessions = sessions
+    def __init__(self, worker_id: str, call: DatabaseCaller) -> None:
         self._worker_id = worker_id
         self._call = call
         self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
@@ -77,7 +72,6 @@ class Recorder:
             try:
                 await self._call(
                     store.record_outcomes,
-                    self._sessions,
                     [outcome for outcome, _future in batch],
                     self._worker_id,
                 )

@@ -109,7 +109,7 @@ class Worker:
         self._recorder: Recorder | None = None
         self._slots: ConnectionSlots = ConnectionSlots()
         self._is_postgres = runtime.engine.dialect.name == "postgresql"
-        self._call = DatabaseCaller(runtime.engine)
+        self._call = DatabaseCaller(runtime.engine, runtime.sessions)
 
     @property
     def stopping(self) -> bool:
@@ -143,7 +143,7 @@ class Worker:
 
         unsubscribe = subscribe(wake)
         listener: asyncio.Task[None] | None = None
-        self._recorder = Recorder(self.sessions, self.worker_id, self._call)
+        self._recorder = Recorder(self.worker_id, self._call)
         self._recorder.start()
         if self._is_postgres:
             database_url = self.runtime.settings.effective_database_url
@@ -164,6 +164,7 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
             await self._shutdown()
+            await self._call.close()
             if not until_idle:
                 log.info("delivery worker stopped", extra={"worker": self.worker_id})
 
@@ -220,7 +221,6 @@ class Worker:
         blocked = [name for name, lane in self.lanes.items() if lane.is_blocked]
         messages, profiles = await self._call(
             store.claim_due,
-            self.sessions,
             self.worker_id,
             limit,
             config.lease_seconds,

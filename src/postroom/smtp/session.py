@@ -522,9 +522,6 @@ class SmtpSession:
         # saves two round trips and as many writes per message.
         pipelining = self.pipelining and client.supports_extension("pipelining")
         with reader:
-            if pipelining:
-                self._record_commands(mail, *rcpts, b"DATA")
-                reader.write(mail, *rcpts, b"DATA")
             result = await self._envelope(
                 reader, mail, rcpts, recipients, pipelining=pipelining
             )
@@ -605,9 +602,9 @@ class SmtpSession:
     ) -> SendResult:
         """Read (or send and read) MAIL FROM and each RCPT TO."""
         with self._step(Step.MAIL_FROM):
-            if not pipelining:
-                self._record_commands(mail)
-                reader.write(mail)
+            group = [mail, *rcpts, b"DATA"] if pipelining else [mail]
+            self._record_commands(*group)
+            reader.write(*group)
             code, text = await self._read(reader)
             if code != 250:
                 await self._skip_replies(reader)
