@@ -35,17 +35,22 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         "the benchmark process, from messages already queued to every outcome",
         "committed, logging one JSON line per attempt as `postroom worker` does.",
         "",
+        "*SMTP layer*: Postroom's delivery sessions sending the same messages",
+        "over as many connections, with no database and no outcomes; they",
+        "pipeline MAIL, RCPT and DATA, which aiosmtplib does not.",
+        "",
         "The ratio is the median of the rounds' ratios; each round runs the",
         "engine right after its ceiling, on the same messages.",
         "",
-        "| database | ceiling (msg/s) | engine (msg/s) | engine / ceiling | target |",
-        "| --- | ---: | ---: | ---: | --- |",
+        "| database | ceiling (msg/s) | SMTP layer (msg/s) | engine (msg/s) "
+        "| engine / ceiling | target |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in results["throughput"]:
         verdict = "met" if row["ratio"] >= 0.8 else "missed"
         lines.append(
-            f"| {row['database']} | {row['ceiling']:.0f} | {row['engine']:.0f} | "
-            f"{row['ratio']:.2f} | ≥ 0.80: {verdict} |"
+            f"| {row['database']} | {row['ceiling']:.0f} | {row['layer']:.0f} | "
+            f"{row['engine']:.0f} | {row['ratio']:.2f} | ≥ 0.80: {verdict} |"
         )
     for row in results["throughput"]:
         rounds = ", ".join(

@@ -12,7 +12,8 @@ Measured, each side by side in the same run:
 1. Messages per second from queued to recorded as accepted by a fast sink,
    for the engine on SQLite and on PostgreSQL, next to the ceiling:
    aiosmtplib sending the same messages over the same number of reused
-   connections. Rounds alternate and the median is reported.
+   connections. Postroom's SMTP layer alone, without the database, is
+   measured alongside. Rounds alternate and the median is reported.
 2. One against two `postroom worker` processes on PostgreSQL, each with the
    same number of connections, against a sink that answers DATA after 20 ms.
 3. Idle-engine latency: time from the commit of a message to the DATA
@@ -63,6 +64,8 @@ from postroom.mime.build import build_message
 from postroom.outbox.queue import store_message
 from postroom.outbox.worker import Worker
 from postroom.runtime import Runtime
+from postroom.smtp.session import SmtpSession
+from postroom.smtp.settings import ConnectionSettings
 
 
 async def send_directly(
@@ -80,6 +83,32 @@ async def send_directly(
             sender, recipients, raw = pending.popleft()
             await client.sendmail(sender, recipients, raw)
         await client.quit()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_connection() for _ in range(connections)))
+    return len(envelopes) / (time.perf_counter() - started)
+
+
+async def send_with_sessions(
+    port: int, envelopes: list[tuple[str, list[str], bytes]], connections: int
+) -> float:
+    """Postroom's SMTP layer alone, as deliveries use it; return messages/s.
+
+    No database, no outcomes: this separates what the SMTP client costs
+    from what the rest of the engine adds.
+    """
+    pending = collections.deque(envelopes)
+    settings = ConnectionSettings(
+        host="127.0.0.1", port=port, security="none", ehlo_name="bench.example.com"
+    )
+
+    async def one_connection() -> None:
+        session = SmtpSession.for_delivery(settings)
+        await session.open()
+        while pending:
+            sender, recipients, raw = pending.popleft()
+            await session.send(sender, recipients, raw)
+        await session.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(one_connection() for _ in range(connections)))
@@ -108,6 +137,7 @@ def throughput(
     )
     set_profile(runtime, sink.port, connections)
     ceilings: list[float] = []
+    layers: list[float] = []
     engines: list[float] = []
     try:
         for _round in range(rounds):
@@ -116,10 +146,14 @@ def throughput(
             ceilings.append(
                 asyncio.run(send_directly(sink.port, envelopes, connections))
             )
+            layers.append(
+                asyncio.run(send_with_sessions(sink.port, envelopes, connections))
+            )
             rate, _attempts = engine_rate(runtime, messages)
             engines.append(rate)
             print(
-                f"  round: ceiling {ceilings[-1]:.0f}/s, engine {engines[-1]:.0f}/s",
+                f"  round: ceiling {ceilings[-1]:.0f}/s, SMTP layer "
+                f"{layers[-1]:.0f}/s, engine {engines[-1]:.0f}/s",
                 flush=True,
             )
     finally:
@@ -137,6 +171,7 @@ def throughput(
             e / c for c, e in zip(ceilings, engines, strict=True)
         ),
         "ceilings": ceilings,
+        "layer": statistics.median(layers),
         "engines": engines,
     }
 
