@@ -24,14 +24,17 @@ MAILBOX = "orders@example.com"
 
 
 def xoauth2_profile(
-    runtime: Runtime, provider: OAuthServer, server: AuthServer
+    runtime: Runtime,
+    provider: OAuthServer,
+    server: AuthServer,
+    preset: str = "microsoft",
 ) -> None:
     add_profile(
         runtime,
         server.port,
         mechanism="XOAUTH2",
         login=MAILBOX,
-        oauth_provider="microsoft",
+        oauth_provider=preset,
         oauth_client_id=CLIENT_ID,
         oauth_client_secret=CLIENT_SECRET,
         oauth_token_endpoint=provider.token_endpoint,
@@ -105,6 +108,30 @@ def test_connect_flow_stores_first_refresh_token(
     assert status["status"]["has_refresh_token"] is True
     assert status["client_id"] == CLIENT_ID
     assert not [warning for warning in status["warnings"] if "OAuth" in warning]
+
+
+def test_google_connect_asks_for_offline_access(
+    runtime: Runtime,
+    client: TestClient,
+    oauth_provider: OAuthServer,
+    xoauth2_server: AuthServer,
+) -> None:
+    # Without access_type=offline Google issues no refresh token, and without
+    # prompt=consent it issues one only at the first consent.
+    xoauth2_profile(runtime, oauth_provider, xoauth2_server, preset="google")
+
+    answer = client.post("/api/profiles/Orders/oauth/connect").json()
+    query = parse_qs(urlsplit(answer["authorization_url"]).query)
+    assert query["access_type"] == ["offline"]
+    assert query["prompt"] == ["consent"]
+    assert query["scope"] == ["https://mail.google.com/"]
+    assert "Sign in with Google" in client.get(local_path(answer["start_url"])).text
+
+    callback = client.get(local_path(provider_redirect(answer["authorization_url"])))
+    assert "Connected" in callback.text
+    assert oauth_provider.token_requests[-1]["grant_type"] == "authorization_code"
+    status = client.get("/api/profiles/Orders/oauth").json()
+    assert status["status"]["has_refresh_token"] is True
 
 
 def test_denied_consent_shown_and_link_single_use(

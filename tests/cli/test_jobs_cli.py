@@ -192,6 +192,17 @@ def test_run_deliver_and_report(
     assert row["reply_code"] == "250"
     assert row["reply_text"] == f"2.0.0 OK queued as {queue_id}"
 
+    def history_jobs(*filters: str) -> list[str]:
+        listed = cli(
+            "report", "schedule-history", "--since", "1h", "--format", "csv", *filters
+        )
+        assert listed.exit_code == 0, listed.output
+        return [row["job"] for row in csv.DictReader(io.StringIO(listed.stdout))]
+
+    assert history_jobs("--job", "Open orders") == ["Open orders"]
+    assert history_jobs("--job", "Closed orders") == []
+    assert history_jobs("--client", "Initech") == []
+
     listed = cli("report", "schedule-list", "--format", "json")
     (item,) = json.loads(listed.stdout)
     assert item["last_outcome"] == "succeeded"
@@ -206,6 +217,12 @@ def test_run_deliver_and_report(
     sheet = openpyxl.load_workbook(workbook).active
     assert sheet is not None
     assert [cell.value for cell in sheet[2]][:2] == ["Open orders", None]
+
+    listed_table = cli("report", "schedule-list")
+    assert listed_table.exit_code == 0, listed_table.output
+    assert "CRON" in listed_table.stdout
+    assert "30 2 * * *" in listed_table.stdout
+    assert item["last_run_utc"] in listed_table.stdout
 
     table = cli("report", "schedule-history", "--since", "1h")
     assert queue_id in table.stdout

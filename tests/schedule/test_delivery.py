@@ -301,3 +301,33 @@ def test_inline_html_table_delivered(
     assert "<td>Customer 25</td>" in html
     assert list(parsed.iter_attachments()) == []
     assert "the 25 open orders are below." in text_part.get_content()
+
+
+def test_history_filters_by_job_and_client(
+    any_jobs_runtime: Runtime, start_sink: Callable[..., SinkServer]
+) -> None:
+    runtime = any_jobs_runtime
+    sink = start_sink()
+    point_profile(runtime, sink.port)
+    clock = FakeClock(utc(2026, 5, 4, 11, 59))
+    add_job(runtime, clock.now, name="Acme orders", client="Acme")
+    add_job(runtime, clock.now, name="Globex orders", client="Globex")
+    add_job(runtime, clock.now, name="Globex returns", client="Globex")
+    clock.now = utc(2026, 5, 4, 12, 0)
+    assert len(Scheduler(runtime, clock=clock).run_due()) == 3
+
+    def jobs(**filters: str) -> list[str]:
+        with runtime.sessions() as session:
+            runs = schedule_history(
+                session,
+                clock.now - timedelta(hours=1),
+                clock.now + timedelta(hours=1),
+                **filters,
+            )
+            return sorted(run["job"] for run in runs)
+
+    assert jobs() == ["Acme orders", "Globex orders", "Globex returns"]
+    assert jobs(job="Globex returns") == ["Globex returns"]
+    assert jobs(client="Globex") == ["Globex orders", "Globex returns"]
+    assert jobs(client="Acme", job="Globex orders") == []
+    assert jobs(client="Initech") == []

@@ -104,6 +104,20 @@ class SinkHandler:
                 return AuthResult(success=True, auth_data=login.decode())
         return AuthResult(success=False, handled=False)
 
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # Offer PIPELINING as providers do, so deliveries to the sink take
+        # the same path as to them. aiosmtpd reads one command line at a
+        # time, so it serves pipelined commands in order already.
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_DATA(
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:

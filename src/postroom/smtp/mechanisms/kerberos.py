@@ -215,6 +215,9 @@ def _target(gssapi: Any, settings: ConnectionSettings, options: KerberosOptions)
         return gssapi.Name(
             options.service_principal, gssapi.NameType.kerberos_principal
         )
+    # NOTE: MIT Kerberos may canonicalize the host through DNS first
+    # (dns_canonicalize_hostname), so for an alias the ticket can be for
+    # smtp/<canonical name> while service_principal() names the alias.
     return gssapi.Name(f"smtp@{settings.host}", gssapi.NameType.hostbased_service)
 
 
