@@ -598,6 +598,24 @@ CASES = [
         enhanced="5.7.9",
     ),
     Case(
+        "Mechanism too weak: app password",
+        "auth-mechanism-too-weak",
+        scripted(
+            "starttls",
+            login=True,
+            extensions_after_tls=["AUTH LOGIN PLAIN", "SIZE 52428800"],
+            replies={
+                "AUTH": "534 5.7.9 Please use an application password for this account"
+            },
+            tls=True,
+        ),
+        "auth",
+        "password",
+        "create an app password",
+        reply_code=534,
+        enhanced="5.7.9",
+    ),
+    Case(
         "Gmail sign-in blocked",
         "gmail-sign-in-blocked",
         scripted(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +21,7 @@ from postroom.domain.db import transaction
 from postroom.domain.models import OutboxMessage
 from postroom.domain.notifications import Event, EventMessage, IdempotencyKey
 from postroom.errors import ConflictError, InvalidInputError
+from postroom.events.service import record_events
 from postroom.outbox.worker import Worker
 from postroom.runtime import Runtime
 from tests.notifications import ORDER, add_profile, add_template, event, send
@@ -468,3 +471,29 @@ def test_profile_rename_moves_templates(
     ):
         profiles.delete_profile(session, "Storefront")
     assert "templates 'shipped'" in caught.value.message
+
+
+def test_racing_threads_queue_once_on_sqlite(
+    runtime: Runtime, start_sink: Callable[..., SinkServer]
+) -> None:
+    # SQLite, the default database, serializes writers; the key must still
+    # be claimed once when requests in one process race.
+    add_profile(runtime, start_sink().port)
+    add_template(runtime)
+    racers = 12
+    barrier = threading.Barrier(racers)
+
+    def racer(_index: int) -> Any:
+        barrier.wait(30)
+        (result,) = record_events(
+            runtime.sessions, runtime.settings, [event(idempotency_key="raced")]
+        )
+        return result
+
+    with ThreadPoolExecutor(racers) as pool:
+        results = list(pool.map(racer, range(racers)))
+
+    assert sum(not result.replayed for result in results) == 1
+    assert len({result.answer["event_id"] for result in results}) == 1
+    assert count(runtime, Event) == 1
+    assert count(runtime, OutboxMessage) == 1

@@ -441,6 +441,23 @@ _AUTH = (
         transient=False,
         setting="password",
     ),
+    # RFC 4954: 534 5.7.9 "Authentication mechanism is too weak". Providers
+    # with two-step verification other than Google's send it with their own
+    # words when the account password is used where an app password is due.
+    Entry(
+        id="auth-mechanism-too-weak",
+        reply_codes=codes(534),
+        enhanced=enhanced("5.7.9"),
+        cause="The server refused this login over this auth mechanism as too "
+        'weak: "{reply}". Providers with two-step verification answer so when '
+        "the account password is used instead of an app password.",
+        fix="If the account uses two-step verification, create an app password "
+        "at the provider and set it as the profile's password. Otherwise set "
+        "the auth mechanism to a stronger one the server offers (CRAM-MD5, NTLM, "
+        "Kerberos or XOAUTH2), or set security to STARTTLS or TLS.",
+        transient=False,
+        setting="password",
+    ),
     # Google: "534-5.7.14 <https://accounts.google.com/signin/continue?...>
     # Please log in via your web browser and then try again."
     Entry(
