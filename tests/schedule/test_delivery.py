@@ -41,11 +41,14 @@ def attachment_of(raw: bytes) -> tuple[str, str, bytes]:
     return part.get_filename() or "", part.get_content_type(), content
 
 
-def history(runtime: Runtime, clock: FakeClock) -> list[dict[str, Any]]:
+def history(runtime: Runtime, clock: FakeClock, **filters: str) -> list[dict[str, Any]]:
     with runtime.sessions() as session:
         return list(
             schedule_history(
-                session, clock.now - timedelta(hours=1), clock.now + timedelta(hours=1)
+                session,
+                clock.now - timedelta(hours=1),
+                clock.now + timedelta(hours=1),
+                **filters,
             )
         )
 
@@ -317,14 +320,7 @@ def test_history_filters_by_job_and_client(
     assert len(Scheduler(runtime, clock=clock).run_due()) == 3
 
     def jobs(**filters: str) -> list[str]:
-        with runtime.sessions() as session:
-            runs = schedule_history(
-                session,
-                clock.now - timedelta(hours=1),
-                clock.now + timedelta(hours=1),
-                **filters,
-            )
-            return sorted(run["job"] for run in runs)
+        return sorted(run["job"] for run in history(runtime, clock, **filters))
 
     assert jobs() == ["Acme orders", "Globex orders", "Globex returns"]
     assert jobs(job="Globex returns") == ["Globex returns"]
