@@ -45,7 +45,7 @@ def stored_note(runtime: Runtime) -> str | None:
         ).scalar_one_or_none()
 
 
-def test_sqlite_calls_run_on_the_event_loop(runtime: Runtime) -> None:
+def test_sqlite_calls_run_on_loop(runtime: Runtime) -> None:
     calls: list[int] = []
 
     async def main() -> int:
@@ -57,7 +57,7 @@ def test_sqlite_calls_run_on_the_event_loop(runtime: Runtime) -> None:
     assert stored_note(runtime) == "touched"
 
 
-def test_a_locked_sqlite_database_moves_the_call_to_a_thread(
+def test_locked_sqlite_moves_to_thread(
     runtime: Runtime,
 ) -> None:
     path = make_url(runtime.settings.effective_database_url).database
@@ -91,7 +91,7 @@ def test_a_locked_sqlite_database_moves_the_call_to_a_thread(
     assert stored_note(runtime) == "touched"
 
 
-def test_other_sqlite_errors_are_not_tried_again(runtime: Runtime) -> None:
+def test_other_sqlite_errors_not_retried(runtime: Runtime) -> None:
     calls: list[int] = []
 
     def broken(sessions: sessionmaker[Session]) -> None:
@@ -107,7 +107,7 @@ def test_other_sqlite_errors_are_not_tried_again(runtime: Runtime) -> None:
     assert calls == [1]
 
 
-def test_postgresql_waits_let_the_event_loop_run(any_runtime: Runtime) -> None:
+def test_postgresql_waits_free_the_loop(any_runtime: Runtime) -> None:
     if any_runtime.engine.dialect.name != "postgresql":
         pytest.skip("the SQLite case is tested above")
     calls: list[int] = []

@@ -172,7 +172,7 @@ def send(session: SmtpSession, *recipients: str) -> Awaitable[SendResult]:
     return session.send("a@example.com", list(recipients), MESSAGE)
 
 
-def test_delivery_sends_mail_rcpt_and_data_in_one_group() -> None:
+def test_delivery_pipelines_the_envelope() -> None:
     server = HoldingServer()
 
     result = run_against(
@@ -189,7 +189,7 @@ def test_delivery_sends_mail_rcpt_and_data_in_one_group() -> None:
     assert server.bodies[0].endswith(b"Hello.\r\n")
 
 
-def test_without_pipelining_offered_each_command_waits_for_its_reply() -> None:
+def test_lockstep_without_pipelining_offer() -> None:
     server = HoldingServer(extensions=["8BITMIME"])
 
     result = run_against(server, lambda session: send(session, "b@example.com"))
@@ -198,7 +198,7 @@ def test_without_pipelining_offered_each_command_waits_for_its_reply() -> None:
     assert result.data is not None
 
 
-def test_a_test_email_session_never_pipelines() -> None:
+def test_test_email_never_pipelines() -> None:
     # A test email's transcript shows each reply under its own command.
     server = HoldingServer()
 
@@ -209,7 +209,7 @@ def test_a_test_email_session_never_pipelines() -> None:
     assert all(command.unanswered == 0 for command in server.commands)
 
 
-def test_replies_split_into_single_bytes_are_read_whole() -> None:
+def test_replies_split_into_bytes() -> None:
     server = HoldingServer(
         dribble=True,
         replies={"RCPT": ["250-2.1.5 first line\n250 2.1.5 Recipient OK"]},
@@ -222,7 +222,7 @@ def test_replies_split_into_single_bytes_are_read_whole() -> None:
     assert reply.text == "2.1.5 first line\n2.1.5 Recipient OK"
 
 
-def test_reply_to_data_that_never_comes_times_out_and_closes() -> None:
+def test_missing_data_reply_times_out() -> None:
     server = HoldingServer(replies={"END": [NO_REPLY]})
 
     async def exchange(session: SmtpSession) -> tuple[SmtpFailure, bool]:
@@ -282,7 +282,7 @@ def scripted_exchange(
     return server, one, two
 
 
-def test_one_refused_recipient_does_not_stop_the_others() -> None:
+def test_refused_recipient_spares_others() -> None:
     def rcpt(address: str) -> str:
         if address == "gone@example.com":
             return "550 5.1.1 <gone@example.com>: user unknown"
@@ -303,7 +303,7 @@ def test_one_refused_recipient_does_not_stop_the_others() -> None:
     assert data_code(two) == 250
 
 
-def test_every_recipient_refused_and_data_refused_sends_no_message() -> None:
+def test_all_refused_sends_no_message() -> None:
     server, one, two = scripted_exchange(
         {
             "RCPT": ["550 5.1.1 unknown", "250 2.1.5 OK"],
@@ -321,7 +321,7 @@ def test_every_recipient_refused_and_data_refused_sends_no_message() -> None:
     assert data_code(two) == 250
 
 
-def test_data_accepted_with_every_recipient_refused_gets_an_empty_end() -> None:
+def test_data_354_after_all_refused() -> None:
     # RFC 2920, 3.1: a server that says 354 anyway gets a lone "." and the
     # client goes on; no message content is sent.
     server = HoldingServer(
@@ -342,7 +342,7 @@ def test_data_accepted_with_every_recipient_refused_gets_an_empty_end() -> None:
     assert server.bodies[1].endswith(b"Hello.\r\n")
 
 
-def test_refused_sender_reads_the_owed_replies_and_stays_in_step() -> None:
+def test_refused_sender_stays_in_step() -> None:
     server, one, two = scripted_exchange(
         {
             "MAIL": ["550 5.7.1 Sender not allowed", "250 2.1.0 OK"],
@@ -360,7 +360,7 @@ def test_refused_sender_reads_the_owed_replies_and_stays_in_step() -> None:
     assert len(server.messages) == 1
 
 
-def test_421_in_the_middle_of_the_group_closes_the_session() -> None:
+def test_421_mid_group_closes_session() -> None:
     server = start_scripted_server({"RCPT": "421 4.7.0 Too many connections, closing"})
     try:
 
@@ -392,7 +392,7 @@ def test_421_in_the_middle_of_the_group_closes_the_session() -> None:
         ("250-" + "x" * 9000, "Response too long"),
     ],
 )
-def test_a_reply_that_is_not_smtp_is_a_protocol_failure(reply: str, error: str) -> None:
+def test_non_smtp_reply_is_protocol_failure(reply: str, error: str) -> None:
     server = HoldingServer(replies={"RCPT": [reply]})
 
     async def exchange(session: SmtpSession) -> tuple[SmtpFailure, bool]:
