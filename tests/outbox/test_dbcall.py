@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 
 import pytest
 from sqlalchemy import text
@@ -134,3 +135,29 @@ def test_postgresql_waits_free_the_loop(any_runtime: Runtime) -> None:
     assert calls == [threading.get_ident()]
     assert ticker.ticks >= 10
     assert stored_note(any_runtime) == "touched"
+
+
+def test_loop_calls_skip_an_exhausted_pool(runtime: Runtime) -> None:
+    # API threads waiting on a lock can hold every pooled connection; the
+    # loop's calls have a connection of their own and go on.
+    pool_size = runtime.engine.pool.size() + runtime.engine.pool._max_overflow  # type: ignore[attr-defined]
+    held = [runtime.engine.connect() for _ in range(pool_size)]
+    calls: list[int] = []
+    caller = DatabaseCaller(runtime.engine, runtime.sessions)
+
+    async def main() -> None:
+        try:
+            await caller(write_note, calls)
+        finally:
+            await caller.close()
+
+    started = time.monotonic()
+    try:
+        asyncio.run(main())
+    finally:
+        for connection in held:
+            connection.close()
+
+    assert time.monotonic() - started < 5
+    assert calls == [threading.get_ident()]
+    assert stored_note(runtime) == "touched"

@@ -95,6 +95,8 @@ class HoldingServer(asyncio.Protocol):
             self._answer(text.removesuffix("\r\n"))
         elif verb == "DATA":
             reply = self._reply("DATA", "354 Start mail input")
+            if reply == NO_REPLY:
+                return
             self._in_data = reply.startswith("354")
             self._answer(reply)
         elif verb == "QUIT":
@@ -405,3 +407,79 @@ def test_non_smtp_reply_is_protocol_failure(reply: str, error: str) -> None:
     assert failure.kind == ErrorKind.PROTOCOL
     assert error in (failure.error or "")
     assert not connected
+
+
+def test_close_waits_for_the_transaction() -> None:
+    # Retiring a pool closes busy connections too; QUIT must not land in
+    # the middle of a transaction, where it would become message content.
+    server = HoldingServer()
+
+    async def exchange(session: SmtpSession) -> SendResult:
+        sending = asyncio.create_task(
+            session.send("a@example.com", ["b@example.com"], MESSAGE)
+        )
+        await asyncio.sleep(0)
+        closing = asyncio.create_task(session.close())
+        result = await sending
+        await closing
+        return result
+
+    result = run_against(server, exchange)
+
+    assert result.data is not None
+    assert result.data.code == 250
+    assert server.bodies[0].startswith(b"From: a@example.com")
+    assert [command.line for command in server.commands][-1] == "QUIT"
+
+
+def test_data_354_after_refused_sender() -> None:
+    server = HoldingServer(
+        replies={
+            "MAIL": ["550 5.7.1 Sender not allowed"],
+            "RCPT": ["503 5.5.1 Need MAIL"],
+            "DATA": ["354 Go ahead anyway"],
+        }
+    )
+
+    async def exchange(
+        session: SmtpSession,
+    ) -> tuple[SendResult | SmtpFailure, SendResult]:
+        return await two_sends(session, ["b@example.com"], ["b@example.com"])
+
+    one, two = run_against(server, exchange, command_timeout=2.0)
+
+    assert isinstance(one, SmtpFailure)
+    assert one.reply_code == 550
+    # An empty end closed the unwanted DATA, so the next message went out.
+    assert server.bodies[0] == b""
+    assert data_code(two) == 250
+    assert server.bodies[1].endswith(b"Hello.\r\n")
+
+
+def test_refusals_kept_when_data_unanswered() -> None:
+    server = HoldingServer(replies={"RCPT": ["550 5.1.1 unknown"], "DATA": [NO_REPLY]})
+
+    async def exchange(session: SmtpSession) -> tuple[SendResult, bool]:
+        result = await send(session, "gone@example.com")
+        return result, session.is_connected
+
+    result, connected = run_against(server, exchange, command_timeout=0.5)
+
+    assert result.refused["gone@example.com"].code == 550
+    assert result.data is None
+    assert not connected
+
+
+def test_address_with_space_is_not_sent() -> None:
+    server = HoldingServer()
+
+    async def exchange(session: SmtpSession) -> SmtpFailure:
+        with pytest.raises(SmtpFailure) as caught:
+            await send(session, "b@example.com> NOTIFY=NEVER")
+        return caught.value
+
+    failure = run_against(server, exchange)
+
+    assert failure.kind == ErrorKind.PROTOCOL
+    assert "SMTP path" in (failure.error or "")
+    assert not any(command.line.startswith("RCPT") for command in server.commands)

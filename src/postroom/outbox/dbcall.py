@@ -5,10 +5,11 @@ or network wait and then waits to get it back while the event loop is busy
 sending. That made each claim and commit several times slower than the
 work in it, so the engine keeps these calls on the event loop:
 
-- SQLite runs in this process and its calls are CPU work of a few
-  milliseconds per batch, run directly. They do not wait there for another
-  writer's lock: a locked database moves the call to a thread, where it
-  waits as usual.
+- SQLite runs in this process and its calls are CPU work, a few
+  milliseconds per batch of ordinary messages, run directly over a
+  connection of their own. They do not wait there for another writer's
+  lock: a locked database moves the call to a thread and the shared pool,
+  where it waits as usual.
 - PostgreSQL calls go through SQLAlchemy's asyncio engine on psycopg's
   asyncio connection. The same synchronous store functions run on the loop,
   and each network wait lets the loop send meanwhile.
@@ -24,7 +25,12 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from postroom.domain.db import is_sqlite_locked, sqlite_without_lock_wait
+from postroom.domain.db import (
+    create_db_engine,
+    is_sqlite_locked,
+    session_factory,
+    sqlite_without_lock_wait,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -32,21 +38,44 @@ StoreFunction = Callable[Concatenate[sessionmaker[Session], P], T]
 
 
 class DatabaseCaller:
-    """A runner for store functions, which take a session factory first."""
+    """A runner for store functions, which take a session factory first.
+
+    A function run here must do its work in one transaction: on a locked
+    SQLite database it is rolled back and run again in a thread.
+    """
 
     def __init__(self, engine: Engine, sessions: sessionmaker[Session]) -> None:
         self._engine = engine
         self._sessions = sessions
         self._async_engine: AsyncEngine | None = None
+        # The loop's own SQLite connection. Calls on the loop run one after
+        # another, so one connection never runs out; the shared pool could
+        # be taken by API threads waiting on a lock, and the loop with it.
+        self._loop_engine: Engine | None = None
+        self._loop_sessions: sessionmaker[Session] | None = None
 
     async def __call__(
         self, function: StoreFunction[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         if self._engine.dialect.name == "postgresql":
             return await self._on_async_connection(function, *args, **kwargs)
+        if self._loop_sessions is None and self._engine.url.database in (
+            None,
+            "",
+            ":memory:",
+        ):
+            # Another engine would open another, empty, in-memory database.
+            self._loop_sessions = self._sessions
+        if self._loop_sessions is None:
+            self._loop_engine = create_db_engine(
+                self._engine.url.render_as_string(hide_password=False),
+                pool_size=1,
+                max_overflow=0,
+            )
+            self._loop_sessions = session_factory(self._loop_engine)
         try:
             with sqlite_without_lock_wait():
-                return function(self._sessions, *args, **kwargs)
+                return function(self._loop_sessions, *args, **kwargs)
         except Exception as exc:
             # The whole transaction was rolled back, so it can run again.
             if not is_sqlite_locked(exc):
@@ -72,3 +101,7 @@ class DatabaseCaller:
         if self._async_engine is not None:
             await self._async_engine.dispose()
             self._async_engine = None
+        if self._loop_engine is not None:
+            self._loop_engine.dispose()
+            self._loop_engine = None
+            self._loop_sessions = None

@@ -74,13 +74,11 @@ class ReplyReader(asyncio.Protocol):
     async def reply(self, timeout: float | None) -> tuple[int, str]:
         """Return the next reply, waiting at most ``timeout`` seconds for it."""
         if not self._replies and self._lost is None:
-            loop = asyncio.get_running_loop()
+            self._waiter = asyncio.get_running_loop().create_future()
             try:
                 async with asyncio.timeout(timeout):
-                    # Each read wakes the waiter, complete reply or not.
-                    while not self._replies and self._lost is None:
-                        self._waiter = loop.create_future()
-                        await self._waiter
+                    # Woken only by a complete reply or a lost connection.
+                    await self._waiter
             except TimeoutError as exc:
                 raise aiosmtplib.SMTPReadTimeoutError(
                     "Timed out waiting for server response"

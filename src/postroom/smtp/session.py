@@ -33,10 +33,20 @@ _LEADING_PERIOD = re.compile(rb"(?m)^\.")
 # Any CR or LF that is not part of a CRLF pair. Bare ones are what SMTP
 # smuggling relies on, so the body is normalized before it goes out.
 _BARE_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_NOT_IN_PATH = re.compile(r"[\s<>\x00-\x1f\x7f]")
 
 
 def _path(address: str, encoding: str) -> bytes:
     """Return the reverse-path or forward-path of MAIL or RCPT: <address>."""
+    if _NOT_IN_PATH.search(address):
+        # Addresses are checked when a message is queued; this keeps one
+        # that was not from adding ESMTP parameters to the command.
+        raise SmtpFailure(
+            step=Step.MAIL_FROM,
+            kind=ErrorKind.PROTOCOL,
+            error=f"the address {printable(address)!r} contains a space, an angle "
+            "bracket or a control character, which an SMTP path cannot hold",
+        )
     return b"<" + address.encode(encoding) + b">"
 
 
@@ -156,6 +166,9 @@ class SmtpSession:
         self.peer_certificate: dict[str, Any] | None = None
         self.authenticated = False
         self._client: RecordingSMTP | None = None
+        # A transaction writes to the transport past aiosmtplib's command
+        # lock, so close() takes this lock before it says QUIT.
+        self._transaction = asyncio.Lock()
 
     @contextmanager
     def _step(self, step: Step) -> Iterator[None]:
@@ -480,18 +493,20 @@ class SmtpSession:
         """Run one mail transaction; refused recipients do not stop the others.
 
         Raises SmtpFailure when MAIL FROM or DATA fails. When every recipient
-        is refused, DATA is not sent and ``SendResult.data`` stays None.
+        is refused, no message content is sent and ``SendResult.data`` stays
+        None. One transaction runs at a time, and close() waits for it.
         ``before_end_of_data`` is awaited after the message body and before
         the final "." that asks the server to accept it.
         """
         try:
-            return await self._send(
-                envelope_sender,
-                recipients,
-                message,
-                smtputf8=smtputf8,
-                before_end_of_data=before_end_of_data,
-            )
+            async with self._transaction:
+                return await self._send(
+                    envelope_sender,
+                    recipients,
+                    message,
+                    smtputf8=smtputf8,
+                    before_end_of_data=before_end_of_data,
+                )
         except SmtpFailure as failure:
             # A "message too large" diagnosis compares the size with the
             # SIZE the server announced in EHLO.
@@ -631,7 +646,12 @@ class SmtpSession:
             return
         with suppress(aiosmtplib.SMTPException):
             while reader.outstanding:
-                await self._read(reader)
+                code, _text = await self._read(reader)
+                if code == 354:
+                    # DATA accepted against the rules: an empty end leaves
+                    # the session ready for RSET.
+                    self._record_commands(b".")
+                    reader.write(b".")
 
     async def _end_refused_data(self, reader: ReplyReader) -> None:
         """Finish the pipelined DATA when every recipient was refused.
@@ -639,12 +659,17 @@ class SmtpSession:
         The server should refuse that DATA too; if it answers 354 anyway, a
         lone "." ends the empty message (RFC 2920, 3.1).
         """
-        with self._step(Step.DATA):
-            code, _text = await self._read(reader)
-            if code == 354:
-                self._record_commands(b".")
-                reader.write(b".")
-                await self._read(reader)
+        try:
+            with self._step(Step.DATA):
+                code, _text = await self._read(reader)
+                if code == 354:
+                    self._record_commands(b".")
+                    reader.write(b".")
+                    await self._read(reader)
+        except SmtpFailure:
+            # The recipients' refusals are the outcome; a session that did
+            # not answer the pipelined DATA cleanly is not used again.
+            self.abort()
 
     async def _data(
         self,
@@ -697,8 +722,11 @@ class SmtpSession:
         if self._client is None:
             return
         try:
-            if self._client.is_connected:
-                await self._client.quit(timeout=min(self.settings.command_timeout, 5.0))
+            async with self._transaction:
+                if self._client is not None and self._client.is_connected:
+                    await self._client.quit(
+                        timeout=min(self.settings.command_timeout, 5.0)
+                    )
         except (aiosmtplib.SMTPException, OSError):
             pass
         finally:
