@@ -49,8 +49,8 @@ class DatabaseCaller:
         self._sessions = sessions
         self._async_engine: AsyncEngine | None = None
         # The loop's own SQLite connection. Calls on the loop run one after
-        # another, so one connection never runs out; the shared pool could
-        # be taken by API threads waiting on a lock, and the loop with it.
+        # another, so one connection is enough. API threads waiting on a lock
+        # can hold the whole shared pool, which would stall the loop.
         self._loop_engine: Engine | None = None
         self._loop_sessions: sessionmaker[Session] | None = None
 

@@ -27,7 +27,7 @@ class ReplyReader(asyncio.Protocol):
 
     Use it as a context manager around one transaction. On leaving, the
     transport goes back to its previous protocol when every reply asked for
-    was read; otherwise the connection is closed, because a late reply would
+    was read. Otherwise the connection is closed, because a late reply would
     be paired with the next command.
     """
 
