@@ -28,7 +28,7 @@ def write_note(sessions: sessionmaker[Session], calls: list[int]) -> int:
 
 
 class Ticker:
-    """Counts event loop turns of 10 ms, to show the loop was not blocked."""
+    """A counter of 10 ms event loop turns, to show the loop was not blocked."""
 
     def __init__(self) -> None:
         self.ticks = 0
@@ -141,7 +141,7 @@ def test_loop_calls_skip_an_exhausted_pool(runtime: Runtime) -> None:
     # API threads waiting on a lock can hold every pooled connection; the
     # loop's calls have a connection of their own and go on.
     pool_size = runtime.engine.pool.size() + runtime.engine.pool._max_overflow  # type: ignore[attr-defined]
-    held = [runtime.engine.connect() for _ in range(pool_size)]
+    checked_out = [runtime.engine.connect() for _ in range(pool_size)]
     calls: list[int] = []
     caller = DatabaseCaller(runtime.engine, runtime.sessions)
 
@@ -155,7 +155,7 @@ def test_loop_calls_skip_an_exhausted_pool(runtime: Runtime) -> None:
     try:
         asyncio.run(main())
     finally:
-        for connection in held:
+        for connection in checked_out:
             connection.close()
 
     assert time.monotonic() - started < 5

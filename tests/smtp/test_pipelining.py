@@ -22,14 +22,14 @@ MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nHello
 @dataclass
 class Command:
     line: str
-    # Commands received earlier on the connection and not yet answered when
-    # this one arrived. Above zero only when the client pipelines.
+    # Commands received earlier on the connection whose replies were not yet
+    # sent when this one arrived. Above zero only when the client pipelines.
     unanswered: int
 
 
 @dataclass
 class HoldingServer(asyncio.Protocol):
-    """Answers every command only after ``hold`` seconds, in order.
+    """A server that replies to every command after ``hold`` seconds, in order.
 
     A client that waits for each reply sends nothing while a reply is held;
     a pipelining client sends its whole group at once, which shows in
@@ -255,13 +255,13 @@ async def two_sends(
 ) -> tuple[SendResult | SmtpFailure, SendResult]:
     """Send twice on one session: the second shows it stayed in step."""
     try:
-        one: SendResult | SmtpFailure = await session.send(
+        earlier: SendResult | SmtpFailure = await session.send(
             "a@example.com", first, MESSAGE
         )
     except SmtpFailure as failure:
-        one = failure
-    two = await session.send("a@example.com", second, MESSAGE)
-    return one, two
+        earlier = failure
+    later = await session.send("a@example.com", second, MESSAGE)
+    return earlier, later
 
 
 def scripted_exchange(
@@ -278,10 +278,10 @@ def scripted_exchange(
             finally:
                 await session.close()
 
-        one, two = asyncio.run(main())
+        earlier, later = asyncio.run(main())
     finally:
         server.stop()
-    return server, one, two
+    return server, earlier, later
 
 
 def test_refused_recipient_spares_others() -> None:
@@ -290,23 +290,23 @@ def test_refused_recipient_spares_others() -> None:
             return "550 5.1.1 <gone@example.com>: user unknown"
         return "250 2.1.5 OK"
 
-    server, one, two = scripted_exchange(
+    server, earlier, later = scripted_exchange(
         {"RCPT": rcpt}, ["gone@example.com", "b@example.com"], ["c@example.com"]
     )
 
-    assert isinstance(one, SendResult)
-    assert one.refused["gone@example.com"].code == 550
-    assert list(one.accepted) == ["b@example.com"]
-    assert data_code(one) == 250
+    assert isinstance(earlier, SendResult)
+    assert earlier.refused["gone@example.com"].code == 550
+    assert list(earlier.accepted) == ["b@example.com"]
+    assert data_code(earlier) == 250
     assert [message.rcpt_tos for message in server.messages] == [
         ["b@example.com"],
         ["c@example.com"],
     ]
-    assert data_code(two) == 250
+    assert data_code(later) == 250
 
 
 def test_all_refused_sends_no_message() -> None:
-    server, one, two = scripted_exchange(
+    server, earlier, later = scripted_exchange(
         {
             "RCPT": ["550 5.1.1 unknown", "250 2.1.5 OK"],
             "DATA_START": ["554 5.5.1 No valid recipients", "354 Go ahead"],
@@ -315,17 +315,17 @@ def test_all_refused_sends_no_message() -> None:
         ["b@example.com"],
     )
 
-    assert data_code(one) is None
-    assert isinstance(one, SendResult)
-    assert one.refused["gone@example.com"].code == 550
+    assert data_code(earlier) is None
+    assert isinstance(earlier, SendResult)
+    assert earlier.refused["gone@example.com"].code == 550
     assert "RSET" in server.commands
     assert [message.rcpt_tos for message in server.messages] == [["b@example.com"]]
-    assert data_code(two) == 250
+    assert data_code(later) == 250
 
 
 def test_data_354_after_all_refused() -> None:
-    # RFC 2920, 3.1: a server that says 354 anyway gets a lone "." and the
-    # client goes on; no message content is sent.
+    # RFC 2920, 3.1: a server that replies 354 anyway gets a lone ".", and
+    # the client goes on without sending any message content.
     server = HoldingServer(
         replies={"RCPT": ["550 5.1.1 unknown"], "END": ["554 5.5.1 No recipients"]}
     )
@@ -335,17 +335,17 @@ def test_data_354_after_all_refused() -> None:
     ) -> tuple[SendResult | SmtpFailure, SendResult]:
         return await two_sends(session, ["gone@example.com"], ["b@example.com"])
 
-    one, two = run_against(server, exchange)
+    earlier, later = run_against(server, exchange)
 
-    assert data_code(one) is None
+    assert data_code(earlier) is None
     assert server.bodies[0] == b""
     assert [command.line for command in server.commands].count("RSET") == 1
-    assert data_code(two) == 250
+    assert data_code(later) == 250
     assert server.bodies[1].endswith(b"Hello.\r\n")
 
 
 def test_refused_sender_stays_in_step() -> None:
-    server, one, two = scripted_exchange(
+    server, earlier, later = scripted_exchange(
         {
             "MAIL": ["550 5.7.1 Sender not allowed", "250 2.1.0 OK"],
             "RCPT": ["503 5.5.1 Bad sequence", "250 2.1.5 OK"],
@@ -355,10 +355,10 @@ def test_refused_sender_stays_in_step() -> None:
         ["b@example.com"],
     )
 
-    assert isinstance(one, SmtpFailure)
-    assert one.step == Step.MAIL_FROM
-    assert one.reply_code == 550
-    assert data_code(two) == 250
+    assert isinstance(earlier, SmtpFailure)
+    assert earlier.step == Step.MAIL_FROM
+    assert earlier.reply_code == 550
+    assert data_code(later) == 250
     assert len(server.messages) == 1
 
 
@@ -446,13 +446,13 @@ def test_data_354_after_refused_sender() -> None:
     ) -> tuple[SendResult | SmtpFailure, SendResult]:
         return await two_sends(session, ["b@example.com"], ["b@example.com"])
 
-    one, two = run_against(server, exchange, command_timeout=2.0)
+    earlier, later = run_against(server, exchange, command_timeout=2.0)
 
-    assert isinstance(one, SmtpFailure)
-    assert one.reply_code == 550
+    assert isinstance(earlier, SmtpFailure)
+    assert earlier.reply_code == 550
     # An empty end closed the unwanted DATA, so the next message went out.
     assert server.bodies[0] == b""
-    assert data_code(two) == 250
+    assert data_code(later) == 250
     assert server.bodies[1].endswith(b"Hello.\r\n")
 
 

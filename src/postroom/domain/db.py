@@ -56,14 +56,14 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _set_sqlite_lock_wait(connection: Connection) -> None:
-    wanted = _lock_wait_ms.get()
+    timeout_ms = _lock_wait_ms.get()
     info = connection.connection.info
-    if info.get("busy_timeout", _SQLITE_LOCK_WAIT_MS) != wanted:
+    if info.get("busy_timeout", _SQLITE_LOCK_WAIT_MS) != timeout_ms:
         # sqlite3 opens no transaction for a PRAGMA.
         connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]
-            f"PRAGMA busy_timeout={wanted}"
+            f"PRAGMA busy_timeout={timeout_ms}"
         )
-        info["busy_timeout"] = wanted
+        info["busy_timeout"] = timeout_ms
 
 
 @contextmanager

@@ -23,7 +23,7 @@ _CONTROL_IN_COMMAND = re.compile(rb"[\x00-\x1f\x7f]")
 
 
 class ReplyReader(asyncio.Protocol):
-    """Takes over a connected transport and queues the server's replies.
+    """A protocol that takes over a connected transport and queues replies.
 
     Use it as a context manager around one transaction. On leaving, the
     transport goes back to its previous protocol when every reply asked for

@@ -39,8 +39,8 @@ _NOT_IN_PATH = re.compile(r"[\s<>\x00-\x1f\x7f]")
 def _path(address: str, encoding: str) -> bytes:
     """Return the reverse-path or forward-path of MAIL or RCPT: <address>."""
     if _NOT_IN_PATH.search(address):
-        # Addresses are checked when a message is queued; this keeps one
-        # that was not from adding ESMTP parameters to the command.
+        # Addresses are checked when a message is queued. This check keeps
+        # an unchecked one from adding ESMTP parameters to the command.
         raise SmtpFailure(
             step=Step.MAIL_FROM,
             kind=ErrorKind.PROTOCOL,
@@ -135,7 +135,7 @@ class SmtpSession:
 
     @classmethod
     def for_delivery(cls, settings: ConnectionSettings) -> SmtpSession:
-        """A session for the delivery engine, pipelining where it can."""
+        """Return a session for the delivery engine, pipelining where it can."""
         return cls(settings, pipelining=True)
 
     def __init__(
@@ -167,7 +167,7 @@ class SmtpSession:
         self.authenticated = False
         self._client: RecordingSMTP | None = None
         # A transaction writes to the transport past aiosmtplib's command
-        # lock, so close() takes this lock before it says QUIT.
+        # lock, so close() takes this lock before it sends QUIT.
         self._transaction = asyncio.Lock()
 
     @contextmanager
@@ -601,8 +601,8 @@ class SmtpSession:
             raise
         self._record_reply(code, text)
         if code == 421:
-            # The server is closing the connection; what it has not
-            # answered yet will not be answered.
+            # The server is closing the connection, so replies still owed
+            # will not arrive.
             self.client.close()
         return code, text
 
@@ -656,7 +656,7 @@ class SmtpSession:
     async def _end_refused_data(self, reader: ReplyReader) -> None:
         """Finish the pipelined DATA when every recipient was refused.
 
-        The server should refuse that DATA too; if it answers 354 anyway, a
+        The server should reject that DATA too. If it replies 354 anyway, a
         lone "." ends the empty message (RFC 2920, 3.1).
         """
         try:
@@ -667,8 +667,8 @@ class SmtpSession:
                     reader.write(b".")
                     await self._read(reader)
         except SmtpFailure:
-            # The recipients' refusals are the outcome; a session that did
-            # not answer the pipelined DATA cleanly is not used again.
+            # The recipients' refusals are the outcome. A session that sent
+            # no clean reply to the pipelined DATA is not used again.
             self.abort()
 
     async def _data(
