@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -25,6 +26,10 @@ _SQLITE_LOCK_WAIT_MS = 30000
 _lock_wait_ms: ContextVar[int] = ContextVar(
     "postroom_sqlite_lock_wait_ms", default=_SQLITE_LOCK_WAIT_MS
 )
+
+# Marks, in a pooled connection's info, a PostgreSQL connection opened with
+# synchronous_commit = off for its whole life.
+SYNCHRONOUS_COMMIT_OFF = "postroom_synchronous_commit_off"
 
 # An arbitrary constant that identifies Postroom's migration lock among other
 # PostgreSQL advisory locks on the same server.
@@ -81,7 +86,12 @@ def sqlite_without_lock_wait() -> Iterator[None]:
 
 
 def is_sqlite_locked(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+    # Statements run on the DB-API cursor raise sqlite3's own error, which
+    # SQLAlchemy wraps when it runs them.
+    error = exc.orig if isinstance(exc, OperationalError) else exc
+    return isinstance(error, sqlite3.OperationalError) and "database is locked" in str(
+        error
+    )
 
 
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
@@ -102,8 +112,13 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+# What transaction() needs: a sessionmaker, or anything else that opens a
+# Session when called.
+SessionFactory = Callable[[], Session]
+
+
 @contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+def transaction(factory: SessionFactory) -> Iterator[Session]:
     """Open a session, commit on success and roll back on any error."""
     with factory() as session, session.begin():
         yield session

@@ -12,20 +12,29 @@ work in it, so the engine keeps these calls on the event loop:
   where it waits as usual.
 - PostgreSQL calls go through SQLAlchemy's asyncio engine on psycopg's
   asyncio connection. The same synchronous store functions run on the loop,
-  and each network wait lets the loop send meanwhile.
+  and each network wait lets the loop send meanwhile. These connections
+  are the engine's own and run in autocommit mode, with commits that do
+  not wait for the disk (see store.py): a batch of outcomes is one
+  statement and one round trip, with no BEGIN, SET or COMMIT around it.
+  Every statement the store functions run here must therefore leave the
+  database consistent on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from postroom.domain.db import (
+    SYNCHRONOUS_COMMIT_OFF,
+    SessionFactory,
     create_db_engine,
     is_sqlite_locked,
     session_factory,
@@ -34,7 +43,7 @@ from postroom.domain.db import (
 
 P = ParamSpec("P")
 T = TypeVar("T")
-StoreFunction = Callable[Concatenate[sessionmaker[Session], P], T]
+StoreFunction = Callable[Concatenate[SessionFactory, P], T]
 
 
 class DatabaseCaller:
@@ -48,6 +57,9 @@ class DatabaseCaller:
         self._engine = engine
         self._sessions = sessions
         self._async_engine: AsyncEngine | None = None
+        # Made once: each sessionmaker defines a Session subclass, which
+        # costs more than the statements of a typical batch.
+        self._unbound_sessions = sessionmaker(expire_on_commit=False)
         # The loop's own SQLite connection. Calls on the loop run one after
         # another, so one connection is enough. API threads waiting on a lock
         # can hold the whole shared pool, which would stall the loop.
@@ -86,13 +98,12 @@ class DatabaseCaller:
         self, function: StoreFunction[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         if self._async_engine is None:
-            self._async_engine = create_async_engine(
-                self._engine.url, pool_size=2, max_overflow=0, pool_pre_ping=True
-            )
+            self._async_engine = _autocommit_engine(self._engine)
 
         def run(connection: Connection) -> T:
-            sessions = sessionmaker(bind=connection, expire_on_commit=False)
-            return function(sessions, *args, **kwargs)
+            return function(
+                partial(self._unbound_sessions, bind=connection), *args, **kwargs
+            )
 
         async with self._async_engine.connect() as connection:
             return await connection.run_sync(run)
@@ -105,3 +116,27 @@ class DatabaseCaller:
             self._loop_engine.dispose()
             self._loop_engine = None
             self._loop_sessions = None
+
+
+def _autocommit_engine(engine: Engine) -> AsyncEngine:
+    url = engine.url
+    given = url.query.get("options", ())
+    options = " ".join(
+        [*((given,) if isinstance(given, str) else given), "-c synchronous_commit=off"]
+    )
+    # No pre-ping: it would cost a round trip per call. A connection that
+    # died since its last use fails its call, which the recorder and the
+    # claim loop retry, and the pool replaces it.
+    async_engine = create_async_engine(
+        url.difference_update_query(["options"]),
+        pool_size=2,
+        max_overflow=0,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"options": options},
+    )
+
+    def mark(_dbapi_connection: object, record: ConnectionPoolEntry) -> None:
+        record.info[SYNCHRONOUS_COMMIT_OFF] = True
+
+    event.listen(async_engine.sync_engine, "connect", mark)
+    return async_engine

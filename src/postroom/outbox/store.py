@@ -18,23 +18,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.clock import utcnow
-from postroom.domain.db import transaction
+from postroom.domain.db import SYNCHRONOUS_COMMIT_OFF, SessionFactory, transaction
 from postroom.domain.models import (
-    DeliveryAttempt,
-    MessageRecipient,
     MessageStatus,
     OutboxMessage,
     Profile,
     RecipientStatus,
 )
 from postroom.domain.profiles import hold_reason
+from postroom.outbox.statements import Cursor, OutboxStatements, statements_for
 
 _RETRYABLE_RECIPIENTS = (RecipientStatus.PENDING, RecipientStatus.DEFERRED)
-_DUE_STATUSES = text("messages.status IN ('queued', 'sending')")
 
 
 @dataclass
@@ -105,7 +103,12 @@ class Outcome:
         return str(self.status)
 
 
-def _commit_without_waiting_for_disk(session: Session) -> None:
+def _cursor(session: Session) -> Cursor:
+    """Return a DB-API cursor inside the session's transaction."""
+    return cast(Cursor, session.connection().connection.cursor())
+
+
+def _commit_without_waiting_for_disk(session: Session, cursor: Cursor) -> None:
     """Let PostgreSQL commit this transaction before its WAL reaches the disk.
 
     For claims and outcomes only, never for queueing. A worker that dies
@@ -115,16 +118,18 @@ def _commit_without_waiting_for_disk(session: Session) -> None:
     message queued, a lost outcome has it sent again. Neither loses a
     message, and not waiting for the disk on every batch keeps sending fast.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL synchronous_commit = off"))
+    connection = session.connection()
+    if connection.dialect.name == "postgresql" and not connection.info.get(
+        SYNCHRONOUS_COMMIT_OFF
+    ):
+        cursor.execute("SET LOCAL synchronous_commit = off")
 
 
 def claim_due(
-    sessions: sessionmaker[Session],
+    sessions: SessionFactory,
     worker_id: str,
     limit: int,
     lease_seconds: float,
-    profile_names: list[str] | None = None,
     exclude_profiles: list[str] | None = None,
 ) -> tuple[list[ClaimedMessage], dict[str, Profile]]:
     """Claim up to ``limit`` due messages; hold those whose profile cannot send.
@@ -135,44 +140,22 @@ def claim_due(
     Returns the claimed messages and the profiles they need, by name.
     """
     with transaction(sessions) as session:
-        _commit_without_waiting_for_disk(session)
+        statements = statements_for(session.get_bind().dialect.name)
+        cursor = _cursor(session)
+        _commit_without_waiting_for_disk(session, cursor)
         now = utcnow()
-        lease_end = now + timedelta(seconds=lease_seconds)
-        due = (
-            select(OutboxMessage.id)
-            .where(
-                # Written out, not bound, so that PostgreSQL can prove the
-                # partial index ix_messages_due applies even to a generic plan.
-                _DUE_STATUSES,
-                OutboxMessage.next_attempt_at <= now,
-            )
-            .order_by(OutboxMessage.next_attempt_at)
-            .limit(limit)
+        rows = statements.claim(
+            cursor,
+            worker_id,
+            limit,
+            now,
+            now + timedelta(seconds=lease_seconds),
+            exclude_profiles or [],
         )
-        if profile_names is not None:
-            due = due.where(OutboxMessage.profile_name.in_(profile_names))
-        if exclude_profiles:
-            due = due.where(OutboxMessage.profile_name.not_in(exclude_profiles))
-        if session.get_bind().dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        claimed_ids = list(
-            session.scalars(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(due.scalar_subquery()))
-                .values(
-                    status=MessageStatus.SENDING,
-                    lease_owner=worker_id,
-                    lease_expires_at=lease_end,
-                    next_attempt_at=lease_end,
-                )
-                .returning(OutboxMessage.id)
-                .execution_options(synchronize_session=False)
-            )
-        )
-        if not claimed_ids:
+        if not rows:
             return [], {}
 
-        messages = _load_claimed(session, claimed_ids)
+        messages = _claimed_messages(statements, cursor, rows)
         start_by = now + timedelta(seconds=lease_seconds / 2)
         for message in messages:
             message.start_by = start_by
@@ -195,53 +178,18 @@ def claim_due(
         return sendable, profiles
 
 
-def _load_claimed(session: Session, ids: list[int]) -> list[ClaimedMessage]:
-    rows = session.execute(
-        select(
-            OutboxMessage.id,
-            OutboxMessage.profile_name,
-            OutboxMessage.message_id,
-            OutboxMessage.envelope_sender,
-            OutboxMessage.raw,
-            OutboxMessage.smtputf8,
-            OutboxMessage.attempt_count,
-            OutboxMessage.created_at,
-            OutboxMessage.sent_at,
-            OutboxMessage.provider_queue_id,
-        )
-        .where(OutboxMessage.id.in_(ids))
-        .order_by(OutboxMessage.id)
-    )
-    messages = {
-        row.id: ClaimedMessage(
-            id=row.id,
-            profile_name=row.profile_name,
-            message_id=row.message_id,
-            envelope_sender=row.envelope_sender,
-            raw=row.raw,
-            smtputf8=row.smtputf8,
-            attempt_count=row.attempt_count,
-            created_at=row.created_at,
-            sent_at=row.sent_at,
-            provider_queue_id=row.provider_queue_id,
-        )
-        for row in rows
-    }
-    recipient_rows = session.execute(
-        select(
-            MessageRecipient.id,
-            MessageRecipient.message_pk,
-            MessageRecipient.address,
-            MessageRecipient.status,
-        )
-        .where(MessageRecipient.message_pk.in_(ids))
-        .order_by(MessageRecipient.id)
-    )
-    for row in recipient_rows:
-        message = messages[row.message_pk]
-        if row.status in _RETRYABLE_RECIPIENTS:
-            message.recipients.append(ClaimedRecipient(row.id, row.address))
-        elif row.status == RecipientStatus.ACCEPTED:
+def _claimed_messages(
+    statements: OutboxStatements, cursor: Cursor, rows: list[tuple[Any, ...]]
+) -> list[ClaimedMessage]:
+    rows.sort(key=lambda row: row[0])
+    messages = {row[0]: ClaimedMessage(*row) for row in rows}
+    for recipient_id, message_pk, address, status in statements.recipients(
+        cursor, list(messages)
+    ):
+        message = messages[message_pk]
+        if status in _RETRYABLE_RECIPIENTS:
+            message.recipients.append(ClaimedRecipient(recipient_id, address))
+        elif status == RecipientStatus.ACCEPTED:
             message.earlier_accepted += 1
         else:
             message.earlier_failed += 1
@@ -269,101 +217,17 @@ def _hold(session: Session, message_pk: int, reason: str) -> None:
     )
 
 
-_MESSAGES = cast(Table, OutboxMessage.__table__)
-_RECIPIENTS = cast(Table, MessageRecipient.__table__)
-_ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
-
-# Core statements run with executemany: a batch of outcomes costs three
-# round trips, whatever its size. Bound names differ from column names, as
-# SQLAlchemy requires for UPDATE ... SET from parameters.
-_UPDATE_MESSAGE = (
-    update(_MESSAGES)
-    .where(_MESSAGES.c.id == bindparam("p_id"))
-    .values(
-        status=bindparam("p_status"),
-        attempt_count=bindparam("p_attempt_count"),
-        next_attempt_at=bindparam("p_next_attempt_at"),
-        lease_owner=None,
-        lease_expires_at=None,
-        sent_at=bindparam("p_sent_at"),
-        provider_queue_id=bindparam("p_provider_queue_id"),
-        last_error=bindparam("p_last_error"),
-        held_reason=bindparam("p_held_reason"),
-        updated_at=bindparam("p_updated_at"),
-    )
-)
-_UPDATE_RECIPIENT = (
-    update(_RECIPIENTS)
-    .where(_RECIPIENTS.c.id == bindparam("p_id"))
-    .values(
-        status=bindparam("p_status"),
-        reply_code=bindparam("p_reply_code"),
-        enhanced_status=bindparam("p_enhanced_status"),
-        reply_text=bindparam("p_reply_text"),
-        updated_at=bindparam("p_updated_at"),
-    )
-)
-
-
 def record_outcomes(
-    sessions: sessionmaker[Session], outcomes: list[Outcome], worker_id: str
+    sessions: SessionFactory, outcomes: list[Outcome], worker_id: str
 ) -> None:
     """Write the results of a batch of attempts in one transaction."""
     if not outcomes:
         return
-    now = utcnow()
     with transaction(sessions) as session:
-        _commit_without_waiting_for_disk(session)
-        connection = session.connection()
-        connection.execute(
-            _UPDATE_MESSAGE,
-            [
-                {
-                    "p_id": outcome.message_pk,
-                    "p_status": outcome.status,
-                    "p_attempt_count": outcome.attempt_number,
-                    "p_next_attempt_at": outcome.next_attempt_at,
-                    "p_sent_at": outcome.sent_at,
-                    "p_provider_queue_id": outcome.provider_queue_id,
-                    "p_last_error": outcome.last_error,
-                    "p_held_reason": outcome.held_reason,
-                    "p_updated_at": now,
-                }
-                for outcome in outcomes
-            ],
-        )
-        recipient_rows = [
-            {
-                "p_id": recipient.id,
-                "p_status": recipient.status,
-                "p_reply_code": recipient.reply_code,
-                "p_enhanced_status": recipient.enhanced_status,
-                "p_reply_text": recipient.reply_text,
-                "p_updated_at": now,
-            }
-            for outcome in outcomes
-            for recipient in outcome.recipients
-        ]
-        if recipient_rows:
-            connection.execute(_UPDATE_RECIPIENT, recipient_rows)
-        connection.execute(
-            insert(_ATTEMPTS),
-            [
-                {
-                    "message_pk": outcome.message_pk,
-                    "number": outcome.attempt_number,
-                    "started_at": outcome.started_at,
-                    "duration_ms": outcome.duration_ms,
-                    "outcome": outcome.attempt_outcome,
-                    "step": outcome.step,
-                    "reply_code": outcome.reply_code,
-                    "enhanced_status": outcome.enhanced_status,
-                    "reply_text": outcome.reply_text,
-                    "diagnosis": outcome.diagnosis,
-                    "worker": worker_id,
-                }
-                for outcome in outcomes
-            ],
+        cursor = _cursor(session)
+        _commit_without_waiting_for_disk(session, cursor)
+        statements_for(session.get_bind().dialect.name).record(
+            cursor, outcomes, worker_id, utcnow()
         )
 
 

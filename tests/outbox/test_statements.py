@@ -1,0 +1,238 @@
+"""The claim and outcome statements below the ORM, read back through the ORM."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import OperationalError
+
+from postroom.domain.db import SessionFactory, is_sqlite_locked, transaction
+from postroom.domain.models import (
+    DeliveryAttempt,
+    MessageRecipient,
+    MessageStatus,
+    OutboxMessage,
+    RecipientStatus,
+)
+from postroom.outbox import store
+from postroom.outbox.dbcall import DatabaseCaller
+from postroom.outbox.store import Outcome, RecipientUpdate
+from postroom.runtime import Runtime
+from tests.outbox.helpers import add_profile, queue
+
+# A whole second: SQLite compares timestamps as text, so the statements
+# must write ".000000" as SQLAlchemy does, or this one would sort wrong.
+ROUND_SECOND = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
+
+
+def outcome_for(message_pk: int, recipient_ids: list[int]) -> Outcome:
+    return Outcome(
+        message_pk=message_pk,
+        status=MessageStatus.QUEUED,
+        attempt_number=1,
+        started_at=datetime(2030, 5, 6, 7, 8, 1, 250000, tzinfo=UTC),
+        duration_ms=37,
+        step="rcpt_to",
+        reply_code=451,
+        enhanced_status="4.7.1",
+        reply_text="4.7.1 Try again later, ünïcode ok",
+        diagnosis={"id": "greylisted", "transient": True, "nested": [1, "two"]},
+        recipients=[
+            RecipientUpdate(
+                recipient_ids[0], RecipientStatus.ACCEPTED, 250, "2.1.5", "2.1.5 Ok"
+            ),
+            RecipientUpdate(
+                recipient_ids[1], RecipientStatus.DEFERRED, 451, "4.7.1", "later"
+            ),
+        ],
+        next_attempt_at=ROUND_SECOND,
+        sent_at=datetime(2030, 5, 6, 7, 8, 2, 999999, tzinfo=UTC),
+        provider_queue_id="Q-42",
+        last_error={"id": "greylisted", "cause": 'the server said "later"'},
+    )
+
+
+def test_outcome_rows_read_back_unchanged(any_runtime: Runtime) -> None:
+    add_profile(any_runtime, 2525)
+    message_pk = queue(any_runtime, to=["a@example.com", "b@example.com"])
+    with any_runtime.sessions() as session:
+        recipient_ids = list(
+            session.scalars(
+                select(MessageRecipient.id)
+                .where(MessageRecipient.message_pk == message_pk)
+                .order_by(MessageRecipient.id)
+            )
+        )
+
+    store.record_outcomes(
+        any_runtime.sessions, [outcome_for(message_pk, recipient_ids)], "worker-1"
+    )
+
+    with any_runtime.sessions() as session:
+        message = session.get(OutboxMessage, message_pk)
+        assert message is not None
+        assert message.status == MessageStatus.QUEUED
+        assert message.attempt_count == 1
+        assert message.next_attempt_at == ROUND_SECOND
+        assert message.sent_at == datetime(2030, 5, 6, 7, 8, 2, 999999, tzinfo=UTC)
+        assert message.provider_queue_id == "Q-42"
+        assert message.last_error == {
+            "id": "greylisted",
+            "cause": 'the server said "later"',
+        }
+        assert message.lease_owner is None
+        assert message.held_reason is None
+        recipients = session.scalars(
+            select(MessageRecipient)
+            .where(MessageRecipient.message_pk == message_pk)
+            .order_by(MessageRecipient.id)
+        ).all()
+        assert [
+            (r.status, r.reply_code, r.enhanced_status, r.reply_text)
+            for r in recipients
+        ] == [
+            ("accepted", 250, "2.1.5", "2.1.5 Ok"),
+            ("deferred", 451, "4.7.1", "later"),
+        ]
+        attempt = session.scalars(select(DeliveryAttempt)).one()
+        assert attempt.message_pk == message_pk
+        assert attempt.number == 1
+        assert attempt.started_at == datetime(2030, 5, 6, 7, 8, 1, 250000, tzinfo=UTC)
+        assert attempt.duration_ms == 37
+        assert attempt.outcome == "deferred"
+        assert attempt.step == "rcpt_to"
+        assert attempt.reply_text == "4.7.1 Try again later, ünïcode ok"
+        assert attempt.diagnosis == {
+            "id": "greylisted",
+            "transient": True,
+            "nested": [1, "two"],
+        }
+        assert attempt.worker == "worker-1"
+
+
+def test_times_compare_alike_whoever_wrote_them(any_runtime: Runtime) -> None:
+    add_profile(any_runtime, 2525)
+    recorded = queue(any_runtime)
+    with any_runtime.sessions() as session:
+        recipient_id = session.scalars(
+            select(MessageRecipient.id).where(MessageRecipient.message_pk == recorded)
+        ).one()
+    outcome = outcome_for(recorded, [recipient_id, recipient_id])
+    outcome.recipients = outcome.recipients[1:]
+    store.record_outcomes(any_runtime.sessions, [outcome], "worker-1")
+    # Two more messages, their retry times written by the ORM: one due at
+    # the same moment, one a microsecond later.
+    same, later = queue(any_runtime), queue(any_runtime)
+    with transaction(any_runtime.sessions) as session:
+        for message_pk, due in (
+            (same, ROUND_SECOND),
+            (later, ROUND_SECOND + timedelta(microseconds=1)),
+        ):
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message_pk)
+                .values(next_attempt_at=due)
+            )
+
+    assert _claim_at(any_runtime, ROUND_SECOND - timedelta(microseconds=1)) == []
+    claimed = _claim_at(any_runtime, ROUND_SECOND)
+
+    assert [message.id for message in claimed] == [recorded, same]
+    first = claimed[0]
+    assert [recipient.id for recipient in first.recipients] == [recipient_id]
+    assert first.created_at.tzinfo is UTC
+    assert first.sent_at == datetime(2030, 5, 6, 7, 8, 2, 999999, tzinfo=UTC)
+    assert first.provider_queue_id == "Q-42"
+    assert first.attempt_count == 1
+
+
+def _claim_at(runtime: Runtime, now: datetime) -> list[store.ClaimedMessage]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "utcnow", lambda: now)
+        claimed, _profiles = store.claim_due(runtime.sessions, "worker-2", 10, 60)
+    return claimed
+
+
+def test_claim_skips_excluded_profiles_and_counts_settled_recipients(
+    any_runtime: Runtime,
+) -> None:
+    add_profile(any_runtime, 2525)
+    add_profile(any_runtime, 2526, name="Reports")
+    order = queue(any_runtime, to=["a@example.com", "b@example.com", "c@example.com"])
+    queue(any_runtime, profile="Reports")
+    with transaction(any_runtime.sessions) as session:
+        first, second, _third = session.scalars(
+            select(MessageRecipient.id)
+            .where(MessageRecipient.message_pk == order)
+            .order_by(MessageRecipient.id)
+        ).all()
+        for recipient_id, status in (
+            (first, RecipientStatus.ACCEPTED),
+            (second, RecipientStatus.FAILED),
+        ):
+            session.execute(
+                update(MessageRecipient)
+                .where(MessageRecipient.id == recipient_id)
+                .values(status=status)
+            )
+
+    claimed, profiles = store.claim_due(
+        any_runtime.sessions, "worker-1", 10, 60, exclude_profiles=["Reports"]
+    )
+
+    assert [message.id for message in claimed] == [order]
+    assert set(profiles) == {"Orders"}
+    message = claimed[0]
+    assert [recipient.address for recipient in message.recipients] == ["c@example.com"]
+    assert (message.earlier_accepted, message.earlier_failed) == (1, 1)
+    assert b"Parcel 42 is on its way." in message.raw
+    assert message.smtputf8 is False
+
+
+def test_engine_connections_commit_without_waiting(any_runtime: Runtime) -> None:
+    if any_runtime.engine.dialect.name != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+
+    def settings(sessions: SessionFactory) -> tuple[str, str]:
+        with transaction(sessions) as session:
+            commit = session.execute(text("SHOW synchronous_commit")).scalar_one()
+            # Outside a transaction block, PostgreSQL has no transaction id
+            # to hand out twice.
+            first = session.execute(text("SELECT txid_current()")).scalar_one()
+            second = session.execute(text("SELECT txid_current()")).scalar_one()
+        return commit, "autocommit" if first != second else "one transaction"
+
+    async def main() -> tuple[str, str]:
+        caller = DatabaseCaller(any_runtime.engine, any_runtime.sessions)
+        try:
+            return await caller(settings)
+        finally:
+            await caller.close()
+
+    assert asyncio.run(main()) == ("off", "autocommit")
+    # Connections of the shared pool keep the server's defaults.
+    assert settings(any_runtime.sessions) == ("on", "one transaction")
+
+
+@pytest.mark.parametrize(
+    ("error", "locked"),
+    [
+        (sqlite3.OperationalError("database is locked"), True),
+        (
+            OperationalError(
+                "UPDATE", {}, sqlite3.OperationalError("database is locked")
+            ),
+            True,
+        ),
+        (sqlite3.OperationalError("no such table: messages"), False),
+        (RuntimeError("database is locked"), False),
+    ],
+)
+def test_locked_sqlite_is_recognised_raw_or_wrapped(
+    error: BaseException, locked: bool
+) -> None:
+    assert is_sqlite_locked(error) is locked
