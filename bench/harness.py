@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import platform
 import secrets
@@ -27,7 +26,7 @@ from postroom.crypto import generate_key
 from postroom.domain import profiles
 from postroom.domain.db import transaction
 from postroom.domain.models import MessageStatus, OutboxMessage
-from postroom.logs import JsonFormatter
+from postroom.logs import configure_logging as postroom_logging
 from postroom.mime.build import MessageDraft, build_message
 from postroom.outbox.queue import store_message
 from postroom.runtime import Runtime, open_runtime
@@ -312,8 +311,4 @@ def hardware() -> str:
 
 def configure_logging(log_file: Path) -> None:
     # As `postroom worker` logs by default: one JSON line per attempt.
-    handler = logging.StreamHandler(log_file.open("a"))
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    postroom_logging(stream=log_file.open("a"))

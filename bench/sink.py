@@ -29,6 +29,8 @@ class SinkProtocol(asyncio.Protocol):
         self.in_data = False
         self.data_started = 0.0
         self.transport: asyncio.Transport | None = None
+        # Replies to the commands of one read, written together.
+        self.pending = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -37,6 +39,18 @@ class SinkProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        # RFC 2920, 3.2: a server offering PIPELINING should send the replies
+        # to grouped commands as a unit, and must send them all once its input
+        # is used up. The replies to what arrived here go out in one write.
+        self.pending = bytearray()
+        try:
+            self._process()
+        finally:
+            if self.pending:
+                self._write(bytes(self.pending))
+            self.pending = bytearray()
+
+    def _process(self) -> None:
         while self.buffer:
             if self.in_data:
                 # The body starts after the 354 reply; a body of only
@@ -60,23 +74,27 @@ class SinkProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(reply)
 
+    def _reply(self, reply: bytes) -> None:
+        self.pending += reply
+
     def _command(self, line: bytes) -> None:
         verb = line[:4].upper()
         if verb == b"EHLO":
-            self._write(
+            self._reply(
                 b"250-bench.sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
                 b"250 SIZE 52428800\r\n"
             )
         elif verb == b"DATA":
             self.in_data = True
             self.data_started = time.time()
-            self._write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+            self._reply(b"354 End data with <CR><LF>.<CR><LF>\r\n")
         elif verb == b"QUIT":
-            self._write(b"221 2.0.0 Bye\r\n")
+            self._write(bytes(self.pending) + b"221 2.0.0 Bye\r\n")
+            self.pending = bytearray()
             assert self.transport is not None
             self.transport.close()
         else:
-            self._write(b"250 2.0.0 OK\r\n")
+            self._reply(b"250 2.0.0 OK\r\n")
 
     def _accept(self, content: bytes) -> None:
         if self.report:
@@ -88,7 +106,7 @@ class SinkProtocol(asyncio.Protocol):
         if self.delay:
             asyncio.get_running_loop().call_later(self.delay, self._write, reply)
         else:
-            self._write(reply)
+            self._reply(reply)
 
 
 async def main() -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import Callable
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from postroom.devserver.sink import SinkServer
 from postroom.smtp.errors import ErrorKind, SmtpFailure, Step
@@ -260,3 +263,25 @@ def test_smuggling_sequence_arrives_as_body(
     assert server.messages[0].mail_from == "a@example.com"
     assert b"MAIL FROM:<evil@example.com>" in server.messages[0].content
     assert sum(command.startswith("MAIL") for command in server.commands) == 1
+
+
+def _encode_by_substitution(message: bytes) -> bytes:
+    """The encoding spelled out in full, to check encode_data's shortcuts."""
+    normalized = re.sub(rb"\r\n|\r|\n", b"\r\n", message)
+    if not normalized.endswith(b"\r\n"):
+        normalized += b"\r\n"
+    return re.sub(rb"(?m)^\.", b"..", normalized) + b".\r\n"
+
+
+@given(
+    st.lists(
+        st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"..", b" ", b"\x00"]),
+        max_size=40,
+    )
+)
+@example([b"a", b"\r\n", b"a"])
+@example([b".", b"a", b"\r\n", b"."])
+def test_encode_data_matches_substitution(pieces: list[bytes]) -> None:
+    message = b"".join(pieces)
+
+    assert encode_data(message) == _encode_by_substitution(message)
