@@ -348,3 +348,34 @@ def test_concurrent_claims_are_disjoint(
     assert len(claimed) == len(set(claimed))
     assert set(claimed) <= ids
     assert len(claimed) == 30
+
+
+def test_rejected_message_spares_the_announced_next(
+    any_runtime: Runtime, start_scripted: Callable[..., ScriptedServer]
+) -> None:
+    # One connection sends all three: each next message's commands go out
+    # with the last one's final dot, and the server rejects the first.
+    server = start_scripted(
+        extensions=["PIPELINING"],
+        replies={"DATA": ["554 5.6.0 Content rejected", "250 2.0.0 OK queued as N"]},
+    )
+    add_profile(any_runtime, server.port, max_connections=1)
+    first, second, third = (
+        queue(any_runtime, to=[f"{name}@example.com"])
+        for name in ("first", "second", "third")
+    )
+
+    assert drain(any_runtime) == 3
+
+    assert view(any_runtime, first)["status"] == "failed"
+    for message_pk in (second, third):
+        shown = view(any_runtime, message_pk)
+        assert shown["status"] == "sent"
+        assert [attempt["outcome"] for attempt in shown["attempts"]] == ["sent"]
+    # The rejection closed the connection the second message was announced
+    # on; it went out once more on a new one, and was accepted once.
+    assert [message.rcpt_tos for message in server.messages] == [
+        ["second@example.com"],
+        ["third@example.com"],
+    ]
+    assert server.connections == 2

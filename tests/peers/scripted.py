@@ -333,6 +333,8 @@ class ScriptedServer:
                 if not (isinstance(start, str) and start.startswith("354")):
                     continue
                 content = await _read_data(reader)
+                if content is None:
+                    return
                 reply = self._scripted(
                     "DATA", argument, "250 2.0.0 OK queued as SCRIPTED1"
                 )
@@ -451,11 +453,15 @@ def _format(reply: str) -> bytes:
     return ("\r\n".join(wire) + "\r\n").encode("utf-8")
 
 
-async def _read_data(reader: asyncio.StreamReader) -> bytes:
+async def _read_data(reader: asyncio.StreamReader) -> bytes | None:
+    """Return the message content, or None if the client hung up before "."."""
     lines = []
     while True:
         line = await reader.readline()
-        if not line or line == b".\r\n":
+        if not line:
+            # Without the final ".", a server must not accept the message.
+            return None
+        if line == b".\r\n":
             break
         if line.startswith(b".."):
             line = line[1:]

@@ -31,6 +31,7 @@ from postroom.outbox.outcome import AttemptPart, AttemptReport
 from postroom.outbox.pool import ConnectionPool, NoFreeSlot, PooledConnection
 from postroom.outbox.store import ClaimedMessage, ClaimedRecipient
 from postroom.smtp.errors import ErrorKind, SmtpFailure, Step
+from postroom.smtp.session import MailTransaction
 
 log = logging.getLogger("postroom.delivery")
 
@@ -52,6 +53,8 @@ class LaneHost(Protocol):
     def stopping(self) -> bool: ...
 
     def finish(self, report: AttemptReport) -> asyncio.Future[None]: ...
+
+    def hurry_recording(self) -> None: ...
 
     def give_back(
         self, messages: list[ClaimedMessage], not_before: datetime | None
@@ -93,8 +96,8 @@ class ProfileLane:
         self.pool = pool
         self.pending: deque[ClaimedMessage] = deque()
         self.senders: set[asyncio.Task[None]] = set()
-        # The message each sender is working on, to give back if cancelled.
-        self.in_hand: dict[asyncio.Task[None], ClaimedMessage] = {}
+        # The messages each sender has taken, to give back if cancelled.
+        self.in_hand: dict[asyncio.Task[None], list[ClaimedMessage]] = {}
         self.blocked_until: datetime | None = None
         self._tokens = _Tokens()
         self._token_lock = asyncio.Lock()
@@ -120,17 +123,17 @@ class ProfileLane:
 
     def _sender_done(self, task: asyncio.Task[None]) -> None:
         self.senders.discard(task)
-        message = self.in_hand.pop(task, None)
+        messages = self.in_hand.pop(task, [])
         if not task.cancelled() and task.exception() is not None:
             log.error(
                 "sender failed unexpectedly",
                 exc_info=task.exception(),
                 extra={"profile": self.name},
             )
-        if message is not None:
-            # Cancelled at shutdown or failed before a report: the message
-            # goes back to the queue with no attempt counted.
-            self.host.give_back([message], None)
+        if messages:
+            # Cancelled at shutdown or failed before a report: the messages
+            # go back to the queue with no attempt counted.
+            self.host.give_back(messages, None)
         if self.pending and not self.host.stopping and not self.is_blocked:
             self._spawn()
 
@@ -150,43 +153,92 @@ class ProfileLane:
             connection: PooledConnection | None = None
             # Commits of this sender's outcomes not known to be done, oldest first.
             unrecorded: deque[asyncio.Future[None]] = deque()
+            # Taken and checked while the last message was sent, and perhaps
+            # announced on its connection.
+            ahead: ClaimedMessage | None = None
             finished = False
             try:
-                while self.pending and not self.host.stopping:
-                    message = self.pending.popleft()
-                    if message.start_by is not None and utcnow() > message.start_by:
-                        # Waited here too long: too little lease is left to be
-                        # sure another worker does not send it at the same time.
-                        self.host.give_back([message], None)
-                        continue
-                    self.in_hand[task] = message
-                    allowed, retry_at = await self._take_tokens(message)
-                    if not allowed:
-                        self.in_hand.pop(task, None)
-                        self.pending.appendleft(message)
-                        self._block(retry_at or utcnow() + timedelta(seconds=1))
+                while not self.host.stopping:
+                    message = ahead if ahead is not None else await self._take()
+                    ahead = None
+                    if message is None:
                         break
+                    self.in_hand[task] = [message]
                     while unrecorded and unrecorded[0].done():
                         unrecorded.popleft()
                     window = self.host.unrecorded_per_connection
                     # Outcomes are committed in the order they were handed in,
                     # so once this one is done, every older one is too.
                     gate = unrecorded[-window] if len(unrecorded) >= window else None
-                    report, connection = await self._deliver(message, connection, gate)
+                    if gate is not None and not gate.done():
+                        self.host.hurry_recording()
+                    following = await self._take_following()
+                    if following is not None:
+                        self.in_hand[task].append(following)
+                    report, connection = await self._deliver(
+                        message, connection, gate, following
+                    )
                     self.in_hand.pop(task, None)
                     if report is None:
                         # No connection slot is free: other workers use them all.
-                        self.pending.appendleft(message)
+                        self.pending.extendleft(
+                            [following, message] if following else [message]
+                        )
                         if not any(self.in_hand.values()):
                             self._block(utcnow() + timedelta(seconds=1))
                         break
+                    if following is not None:
+                        self.in_hand[task] = [following]
+                        ahead = following
                     unrecorded.append(self.host.finish(report))
                 finished = True
             finally:
+                if ahead is not None:
+                    # Stopping: it goes back with the others not yet sent.
+                    self.in_hand.pop(task, None)
+                    self.pending.appendleft(ahead)
                 # A sender cancelled mid-transaction leaves its connection in
-                # an unknown state, so it is closed rather than reused.
+                # an unknown state, so it is closed rather than reused. So is
+                # one that announced a message it will not send now.
                 if connection is not None:
                     self.pool.release(connection, reusable=finished)
+
+    async def _take(self) -> ClaimedMessage | None:
+        """Take the next message that may be sent now, or None.
+
+        A message with too little of its lease left goes back to the queue.
+        When the profile's rate limit is reached, the lane stops for now.
+        """
+        while self.pending:
+            message = self.pending.popleft()
+            if message.start_by is not None and utcnow() > message.start_by:
+                # Waited here too long: too little lease is left to be sure
+                # another worker does not send it at the same time.
+                self.host.give_back([message], None)
+                continue
+            try:
+                allowed, retry_at = await self._take_tokens(message)
+            except BaseException:
+                self.pending.appendleft(message)
+                raise
+            if not allowed:
+                self.pending.appendleft(message)
+                self._block(retry_at or utcnow() + timedelta(seconds=1))
+                return None
+            return message
+        return None
+
+    async def _take_following(self) -> ClaimedMessage | None:
+        """Take the message to announce after the one about to be sent.
+
+        Only a message sent as one transaction is announced.
+        """
+        if not self.pending or self.host.stopping:
+            return None
+        following = self.pending[0]
+        if len(split_recipients(following.recipients, self.limits.max_recipients)) > 1:
+            return None
+        return await self._take()
 
     async def _take_tokens(
         self, message: ClaimedMessage
@@ -242,11 +294,13 @@ class ProfileLane:
         message: ClaimedMessage,
         connection: PooledConnection | None,
         previous: Awaitable[None] | None,
+        following: ClaimedMessage | None = None,
     ) -> tuple[AttemptReport | None, PooledConnection | None]:
         """Send one message, split as the profile requires, over the pool.
 
         Returns no report when no connection could be had before anything
         was sent; the message then goes back to the queue, with no attempt.
+        ``following`` is announced with the last transaction's final ".".
         """
         started_at = utcnow()
         clock = time.perf_counter()
@@ -293,6 +347,11 @@ class ProfileLane:
                     message.raw,
                     smtputf8=message.smtputf8,
                     before_end_of_data=previous,
+                    then=(
+                        _transaction(following)
+                        if following is not None and index == len(chunks) - 1
+                        else None
+                    ),
                 )
             except SmtpFailure as failure:
                 if (
@@ -342,6 +401,15 @@ class ProfileLane:
                     parts=[AttemptPart(message.recipients, failure=failure)],
                 )
             )
+
+
+def _transaction(message: ClaimedMessage) -> MailTransaction:
+    return MailTransaction(
+        message.envelope_sender,
+        tuple(recipient.address for recipient in message.recipients),
+        message.raw,
+        message.smtputf8,
+    )
 
 
 def _first_window_end(limits: ProfileLimits, now: datetime) -> datetime:

@@ -40,7 +40,8 @@ class PooledConnection:
 
     @property
     def is_usable(self) -> bool:
-        return self.session.is_connected
+        # A connection with an announced transaction can only send that one.
+        return self.session.is_connected and self.session.announced is None
 
 
 class ConnectionPool:

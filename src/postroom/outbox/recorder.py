@@ -11,6 +11,7 @@ stays claimed, so a worker that dies meanwhile leaves it to be sent again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from postroom.outbox import store
@@ -33,6 +34,9 @@ class Recorder:
         self._call = call
         self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
         self._arrived = asyncio.Event()
+        # Set when a sender is about to wait for a commit: lingering longer
+        # would only keep it waiting.
+        self._hurry = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         # Sizes of the batches written, for the benchmark and the metrics.
@@ -48,6 +52,10 @@ class Recorder:
         self._pending.append((outcome, future))
         self._arrived.set()
         return future
+
+    def hurry(self) -> None:
+        """Write what has arrived without waiting for more outcomes."""
+        self._hurry.set()
 
     async def close(self) -> None:
         """Write everything submitted so far, then stop."""
@@ -66,7 +74,10 @@ class Recorder:
                 self._arrived.clear()
                 continue
             if len(self._pending) < _MAX_BATCH and not self._closing:
-                await asyncio.sleep(_LINGER_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_LINGER_SECONDS):
+                        await self._hurry.wait()
+            self._hurry.clear()
             batch = self._pending[:_MAX_BATCH]
             del self._pending[:_MAX_BATCH]
             try:

@@ -298,6 +298,11 @@ class Worker:
         committed.add_done_callback(lambda _future: self._settled(1))
         return committed
 
+    def hurry_recording(self) -> None:
+        """Commit the outcomes handed in so far without lingering for more."""
+        if self._recorder is not None:
+            self._recorder.hurry()
+
     def give_back(
         self, messages: list[ClaimedMessage], not_before: datetime | None
     ) -> None:

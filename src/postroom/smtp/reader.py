@@ -46,11 +46,12 @@ class ReplyReader(asyncio.Protocol):
         # Commands written whose replies have not been taken yet.
         self.outstanding = 0
 
-    def __enter__(self) -> ReplyReader:
+    def attach(self) -> None:
+        """Take the connection's incoming data from aiosmtplib."""
         self._transport.set_protocol(self)
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def detach(self) -> None:
+        """Give the connection back, or close it if replies are still owed."""
         if self._lost is not None:
             return
         if self.outstanding or self._replies or self._buffer:
@@ -58,12 +59,24 @@ class ReplyReader(asyncio.Protocol):
         else:
             self._transport.set_protocol(self._owner)
 
-    def write(self, *commands: bytes) -> None:
-        """Send ``commands`` in one write; each one expects one reply."""
+    def __enter__(self) -> ReplyReader:
+        self.attach()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.detach()
+
+    @staticmethod
+    def encode(*commands: bytes) -> bytes:
+        """Return ``commands`` as one block of lines, each ended by CRLF."""
         for command in commands:
             if _CONTROL_IN_COMMAND.search(command):
                 raise ValueError("an SMTP command contains a control character")
-        self.write_raw(b"".join(command + b"\r\n" for command in commands))
+        return b"".join(command + b"\r\n" for command in commands)
+
+    def write(self, *commands: bytes) -> None:
+        """Send ``commands`` in one write; each one expects one reply."""
+        self.write_raw(self.encode(*commands))
         self.outstanding += len(commands)
 
     def write_raw(self, data: bytes) -> None:

@@ -77,6 +77,26 @@ class SendResult:
     data: Reply | None = None
 
 
+@dataclass(frozen=True)
+class MailTransaction:
+    """A mail transaction to run: the envelope, the message and its options."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    message: bytes
+    smtputf8: bool = False
+
+
+@dataclass
+class _Announced:
+    """A transaction whose MAIL, RCPT and DATA went out ahead of its send()."""
+
+    transaction: MailTransaction
+    reader: ReplyReader
+    mail: bytes
+    rcpts: list[bytes]
+
+
 def _root_causes(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -176,6 +196,10 @@ class SmtpSession:
         # A transaction writes to the transport past aiosmtplib's command
         # lock, so close() takes this lock before it sends QUIT.
         self._transaction = asyncio.Lock()
+        # MAIL, RCPT and DATA of the next transaction, written right after the
+        # last one's final "." (RFC 2920 allows a group to start with message
+        # content). Its replies are read by the next send().
+        self._announced: _Announced | None = None
 
     @contextmanager
     def _step(self, step: Step) -> Iterator[None]:
@@ -264,6 +288,11 @@ class SmtpSession:
     @property
     def is_connected(self) -> bool:
         return self._client is not None and self._client.is_connected
+
+    @property
+    def announced(self) -> MailTransaction | None:
+        """The transaction whose commands went out ahead of its send(), if any."""
+        return self._announced.transaction if self._announced is not None else None
 
     @property
     def extensions(self) -> dict[str, str]:
@@ -496,6 +525,7 @@ class SmtpSession:
         *,
         smtputf8: bool = False,
         before_end_of_data: Awaitable[object] | None = None,
+        then: MailTransaction | None = None,
     ) -> SendResult:
         """Run one mail transaction; refused recipients do not stop the others.
 
@@ -504,15 +534,22 @@ class SmtpSession:
         None. One transaction runs at a time, and close() waits for it.
         ``before_end_of_data`` is awaited after the message body and before
         the final "." that asks the server to accept it.
+
+        With ``then``, where the server offers PIPELINING, the MAIL, RCPT and
+        DATA commands of that next transaction go out together with this
+        message's final ".", saving a write and a round trip. The next call
+        must then send exactly that transaction. Unless this transaction
+        succeeds, the connection is closed instead, and the next send fails
+        at MAIL FROM as on a connection the server closed while idle.
         """
         try:
             async with self._transaction:
                 return await self._send(
-                    envelope_sender,
-                    recipients,
-                    message,
-                    smtputf8=smtputf8,
+                    MailTransaction(
+                        envelope_sender, tuple(recipients), message, smtputf8
+                    ),
                     before_end_of_data=before_end_of_data,
+                    then=then,
                 )
         except SmtpFailure as failure:
             # A "message too large" diagnosis compares the size with the
@@ -524,28 +561,43 @@ class SmtpSession:
 
     async def _send(
         self,
-        envelope_sender: str,
-        recipients: Sequence[str],
-        message: bytes,
+        transaction: MailTransaction,
         *,
-        smtputf8: bool,
         before_end_of_data: Awaitable[object] | None,
+        then: MailTransaction | None,
     ) -> SendResult:
-        client = self.client
-        with self._step(Step.MAIL_FROM):
-            options, encoding = self._mail_options(client, message, smtputf8)
-            mail = b" ".join(
-                [b"MAIL FROM:" + _path(envelope_sender, encoding), *options]
+        announced, self._announced = self._announced, None
+        if announced is not None and announced.transaction != transaction:
+            # The server is reading another message by now: the connection
+            # cannot be used, as if it had been closed while idle.
+            self.abort()
+            raise SmtpFailure(
+                step=Step.MAIL_FROM,
+                kind=ErrorKind.DISCONNECTED,
+                error="the connection was closed because it had announced "
+                "another transaction",
             )
-            rcpts = [b"RCPT TO:" + _path(address, encoding) for address in recipients]
-            reader = ReplyReader(client)
-        # RFC 2920: where the server offers PIPELINING, MAIL, every RCPT and
-        # DATA go out in one write, and their replies are read in order. That
-        # saves two round trips and as many writes per message.
-        pipelining = self.pipelining and client.supports_extension("pipelining")
-        with reader:
+        if announced is not None:
+            reader, mail, rcpts = announced.reader, announced.mail, announced.rcpts
+            pipelining = True
+        else:
+            client = self.client
+            with self._step(Step.MAIL_FROM):
+                mail, rcpts = self._commands(client, transaction)
+                reader = ReplyReader(client)
+            # RFC 2920: where the server offers PIPELINING, MAIL, every RCPT
+            # and DATA go out in one write, and their replies are read in
+            # order. That saves two round trips and as many writes per message.
+            pipelining = self.pipelining and client.supports_extension("pipelining")
+            reader.attach()
+        try:
             result = await self._envelope(
-                reader, mail, rcpts, recipients, pipelining=pipelining
+                reader,
+                mail,
+                rcpts,
+                transaction.recipients,
+                pipelining=pipelining,
+                written=announced is not None,
             )
             if not result.accepted:
                 if pipelining:
@@ -553,11 +605,38 @@ class SmtpSession:
             else:
                 with self._step(Step.DATA):
                     result.data = await self._data(
-                        reader, message, before_end_of_data, pipelining=pipelining
+                        reader,
+                        transaction.message,
+                        before_end_of_data,
+                        pipelining=pipelining,
+                        then=then if pipelining else None,
                     )
+        except BaseException:
+            # The replies owed to an announced transaction would be read as
+            # this one's: the reader closes the connection instead.
+            self._announced = None
+            reader.detach()
+            raise
+        if self._announced is None:
+            reader.detach()
         if not result.accepted:
             await self.reset()
         return result
+
+    def _commands(
+        self, client: RecordingSMTP, transaction: MailTransaction
+    ) -> tuple[bytes, list[bytes]]:
+        """Return the MAIL FROM and RCPT TO commands of ``transaction``."""
+        options, encoding = self._mail_options(
+            client, transaction.message, transaction.smtputf8
+        )
+        mail = b" ".join(
+            [b"MAIL FROM:" + _path(transaction.sender, encoding), *options]
+        )
+        rcpts = [
+            b"RCPT TO:" + _path(address, encoding) for address in transaction.recipients
+        ]
+        return mail, rcpts
 
     def _mail_options(
         self, client: RecordingSMTP, message: bytes, smtputf8: bool
@@ -621,12 +700,18 @@ class SmtpSession:
         recipients: Sequence[str],
         *,
         pipelining: bool,
+        written: bool = False,
     ) -> SendResult:
-        """Read (or send and read) MAIL FROM and each RCPT TO."""
+        """Read (or send and read) MAIL FROM and each RCPT TO.
+
+        ``written``: the commands already went out, announced with the last
+        transaction's final ".".
+        """
         with self._step(Step.MAIL_FROM):
-            group = [mail, *rcpts, b"DATA"] if pipelining else [mail]
-            self._record_commands(*group)
-            reader.write(*group)
+            if not written:
+                group = [mail, *rcpts, b"DATA"] if pipelining else [mail]
+                self._record_commands(*group)
+                reader.write(*group)
             code, text = await self._read(reader)
             if code != 250:
                 await self._skip_replies(reader)
@@ -685,6 +770,7 @@ class SmtpSession:
         before_end: Awaitable[object] | None,
         *,
         pipelining: bool,
+        then: MailTransaction | None = None,
     ) -> Reply:
         if not pipelining:
             self._record_commands(b"DATA")
@@ -700,13 +786,13 @@ class SmtpSession:
         reader.outstanding += 1
         try:
             if before_end is None:
-                reader.write_raw(payload)
+                reader.write_raw(payload + self._announce(reader, then))
             else:
                 # The payload ends with the line ".\r\n"; until the server
                 # reads it, it has not accepted the message.
                 reader.write_raw(payload[:-3])
                 await before_end
-                reader.write_raw(payload[-3:])
+                reader.write_raw(payload[-3:] + self._announce(reader, then))
             code, text = await self._read(reader)
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
             self.client.close()
@@ -715,8 +801,33 @@ class SmtpSession:
             raise aiosmtplib.SMTPDataError(code, text)
         return self._reply(code, text)
 
+    def _announce(self, reader: ReplyReader, then: MailTransaction | None) -> bytes:
+        """Return the commands of ``then`` to write after the final ".".
+
+        A transaction the server would refuse before reading a reply (too
+        large for SIZE, an internationalized address without SMTPUTF8) is
+        not announced: its own send() reports that failure.
+        """
+        if then is None:
+            return b""
+        try:
+            mail, rcpts = self._commands(self.client, then)
+            group = [mail, *rcpts, b"DATA"]
+            commands = reader.encode(*group)
+        except (SmtpFailure, ValueError):
+            return b""
+        self._record_commands(*group)
+        reader.outstanding += len(group)
+        self._announced = _Announced(then, reader, mail, rcpts)
+        return commands
+
     async def reset(self) -> None:
         """Abort the current transaction (RSET) so the session can be reused."""
+        if self._announced is not None:
+            # The server is reading the announced message by now, so RSET
+            # would become its content.
+            self._announced = None
+            self.abort()
         if not self.is_connected:
             return
         try:
@@ -727,6 +838,11 @@ class SmtpSession:
     async def close(self) -> None:
         """Say QUIT and close; a server that is already gone is not an error."""
         if self._client is None:
+            return
+        if self._announced is not None:
+            # QUIT would become the announced message's content.
+            self._announced = None
+            self.abort()
             return
         try:
             async with self._transaction:
