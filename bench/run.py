@@ -64,7 +64,7 @@ from postroom.mime.build import build_message
 from postroom.outbox.queue import store_message
 from postroom.outbox.worker import Worker
 from postroom.runtime import Runtime
-from postroom.smtp.session import SmtpSession
+from postroom.smtp.session import MailTransaction, SmtpSession
 from postroom.smtp.settings import ConnectionSettings
 
 
@@ -105,9 +105,18 @@ async def send_with_sessions(
     async def one_connection() -> None:
         session = SmtpSession.for_delivery(settings)
         await session.open()
-        while pending:
-            sender, recipients, raw = pending.popleft()
-            await session.send(sender, recipients, raw)
+        current = pending.popleft() if pending else None
+        while current is not None:
+            following = pending.popleft() if pending else None
+            sender, recipients, raw = current
+            # Announced with this message's final dot, as the engine does.
+            then = (
+                MailTransaction(following[0], tuple(following[1]), following[2])
+                if following is not None
+                else None
+            )
+            await session.send(sender, recipients, raw, then=then)
+            current = following
         await session.close()
 
     started = time.perf_counter()
