@@ -10,7 +10,13 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import OperationalError
 
-from postroom.domain.db import SessionFactory, is_sqlite_locked, transaction
+from postroom.domain.db import (
+    SessionFactory,
+    create_db_engine,
+    is_sqlite_locked,
+    session_factory,
+    transaction,
+)
 from postroom.domain.models import (
     DeliveryAttempt,
     MessageRecipient,
@@ -92,8 +98,13 @@ def test_outcome_rows_read_back_unchanged(any_runtime: Runtime) -> None:
             .order_by(MessageRecipient.id)
         ).all()
         assert [
-            (r.status, r.reply_code, r.enhanced_status, r.reply_text)
-            for r in recipients
+            (
+                recipient.status,
+                recipient.reply_code,
+                recipient.enhanced_status,
+                recipient.reply_text,
+            )
+            for recipient in recipients
         ] == [
             ("accepted", 250, "2.1.5", "2.1.5 Ok"),
             ("deferred", 451, "4.7.1", "later"),
@@ -157,7 +168,7 @@ def _claim_at(runtime: Runtime, now: datetime) -> list[store.ClaimedMessage]:
     return claimed
 
 
-def test_claim_skips_excluded_profiles_and_counts_settled_recipients(
+def test_claim_excludes_profiles_and_settled(
     any_runtime: Runtime,
 ) -> None:
     add_profile(any_runtime, 2525)
@@ -200,8 +211,8 @@ def test_engine_connections_commit_without_waiting(any_runtime: Runtime) -> None
     def settings(sessions: SessionFactory) -> tuple[str, str]:
         with transaction(sessions) as session:
             commit = session.execute(text("SHOW synchronous_commit")).scalar_one()
-            # Outside a transaction block, PostgreSQL has no transaction id
-            # to hand out twice.
+            # In autocommit mode each statement is a transaction of its own,
+            # with a transaction id of its own.
             first = session.execute(text("SELECT txid_current()")).scalar_one()
             second = session.execute(text("SELECT txid_current()")).scalar_one()
         return commit, "autocommit" if first != second else "one transaction"
@@ -236,3 +247,66 @@ def test_locked_sqlite_is_recognised_raw_or_wrapped(
     error: BaseException, locked: bool
 ) -> None:
     assert is_sqlite_locked(error) is locked
+
+
+def test_engine_connection_replaced_after_server_drops_it(
+    any_runtime: Runtime,
+) -> None:
+    if any_runtime.engine.dialect.name != "postgresql":
+        pytest.skip("the SQLite connection is a file, not a server session")
+
+    def backend(sessions: SessionFactory) -> int:
+        with transaction(sessions) as session:
+            cursor = session.connection().connection.cursor()
+            # On the DB-API cursor, as the claim and outcome statements run.
+            cursor.execute("SELECT pg_backend_pid()")
+            return int(cursor.fetchall()[0][0])
+
+    async def main() -> tuple[int, list[str], int]:
+        caller = DatabaseCaller(any_runtime.engine, any_runtime.sessions)
+        failures: list[str] = []
+        try:
+            first = await caller(backend)
+            with any_runtime.engine.connect() as admin:
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            for _attempt in range(3):
+                try:
+                    return first, failures, await caller(backend)
+                except Exception as exc:
+                    failures.append(type(exc).__name__)
+            raise AssertionError(f"no new connection after {failures}")
+        finally:
+            await caller.close()
+
+    first, failures, second = asyncio.run(main())
+
+    assert second != first
+    # The dropped connection fails at most the one call that found it.
+    assert len(failures) <= 1
+
+
+def test_engine_connections_keep_url_options(any_runtime: Runtime) -> None:
+    if any_runtime.engine.dialect.name != "postgresql":
+        pytest.skip("libpq options are PostgreSQL's")
+    url = any_runtime.engine.url.update_query_dict(
+        {"options": "-c application_name=postroom_options_test"}
+    )
+    engine = create_db_engine(url.render_as_string(hide_password=False))
+
+    def settings(sessions: SessionFactory) -> tuple[str, str]:
+        with transaction(sessions) as session:
+            name = session.execute(text("SHOW application_name")).scalar_one()
+            commit = session.execute(text("SHOW synchronous_commit")).scalar_one()
+        return name, commit
+
+    async def main() -> tuple[str, str]:
+        caller = DatabaseCaller(engine, session_factory(engine))
+        try:
+            return await caller(settings)
+        finally:
+            await caller.close()
+
+    try:
+        assert asyncio.run(main()) == ("postroom_options_test", "off")
+    finally:
+        engine.dispose()

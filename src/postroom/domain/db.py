@@ -112,8 +112,8 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-# What transaction() needs: a sessionmaker, or anything else that opens a
-# Session when called.
+# A callable that opens a Session, as transaction() needs: a sessionmaker,
+# or one with its bind given in advance.
 SessionFactory = Callable[[], Session]
 
 

@@ -120,9 +120,12 @@ class DatabaseCaller:
 
 def _autocommit_engine(engine: Engine) -> AsyncEngine:
     url = engine.url
-    given = url.query.get("options", ())
+    configured = url.query.get("options", ())
     options = " ".join(
-        [*((given,) if isinstance(given, str) else given), "-c synchronous_commit=off"]
+        [
+            *((configured,) if isinstance(configured, str) else configured),
+            "-c synchronous_commit=off",
+        ]
     )
     # No pre-ping: it would cost a round trip per call. A connection that
     # died since its last use fails its call, which the recorder and the
