@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import re
 import signal
 import sys
@@ -31,6 +32,10 @@ class SinkProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         # Replies to the commands of one read, written together.
         self.pending = bytearray()
+        # Replies waiting for their time, in order: a delayed reply to DATA
+        # holds back every reply after it, as on a real connection.
+        self.outgoing: collections.deque[tuple[float, bytearray]] = collections.deque()
+        self.closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -47,7 +52,7 @@ class SinkProtocol(asyncio.Protocol):
             self._process()
         finally:
             if self.pending:
-                self._write(bytes(self.pending))
+                self._send(bytes(self.pending))
             self.pending = bytearray()
 
     def _process(self) -> None:
@@ -74,6 +79,27 @@ class SinkProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(reply)
 
+    def _send(self, reply: bytes, delay: float = 0.0) -> None:
+        """Write ``reply`` after ``delay`` seconds and after every earlier reply."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        if self.outgoing and due <= self.outgoing[-1][0]:
+            self.outgoing[-1][1].extend(reply)
+        elif not self.outgoing and delay == 0:
+            self._write(reply)
+        else:
+            self.outgoing.append((due, bytearray(reply)))
+            if len(self.outgoing) == 1:
+                loop.call_at(due, self._send_due)
+
+    def _send_due(self) -> None:
+        _due, reply = self.outgoing.popleft()
+        self._write(bytes(reply))
+        if self.outgoing:
+            asyncio.get_running_loop().call_at(self.outgoing[0][0], self._send_due)
+        elif self.closing and self.transport is not None:
+            self.transport.close()
+
     def _reply(self, reply: bytes) -> None:
         self.pending += reply
 
@@ -89,10 +115,12 @@ class SinkProtocol(asyncio.Protocol):
             self.data_started = time.time()
             self._reply(b"354 End data with <CR><LF>.<CR><LF>\r\n")
         elif verb == b"QUIT":
-            self._write(bytes(self.pending) + b"221 2.0.0 Bye\r\n")
+            self._send(bytes(self.pending) + b"221 2.0.0 Bye\r\n")
             self.pending = bytearray()
-            assert self.transport is not None
-            self.transport.close()
+            self.closing = True
+            if not self.outgoing:
+                assert self.transport is not None
+                self.transport.close()
         else:
             self._reply(b"250 2.0.0 OK\r\n")
 
@@ -104,7 +132,11 @@ class SinkProtocol(asyncio.Protocol):
             sys.stdout.flush()
         reply = b"250 2.0.0 OK queued as BENCH\r\n"
         if self.delay:
-            asyncio.get_running_loop().call_later(self.delay, self._write, reply)
+            # Replies already gathered from this read come first.
+            if self.pending:
+                self._send(bytes(self.pending))
+                self.pending = bytearray()
+            self._send(reply, self.delay)
         else:
             self._reply(reply)
 
