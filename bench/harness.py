@@ -134,12 +134,24 @@ def open_bench_runtime(data_dir: Path, url: str | None, **settings: Any) -> Runt
     )
 
 
+_OUTBOX_TABLES = ("delivery_attempts", "message_recipients", "messages")
+
+
 def reset(runtime: Runtime) -> None:
     """Empty the outbox and the rate counts between rounds."""
     with runtime.engine.begin() as connection:
-        for table in ("delivery_attempts", "message_recipients", "messages"):
+        for table in _OUTBOX_TABLES:
             connection.execute(text(f"DELETE FROM {table}"))
         connection.execute(text("DELETE FROM profile_usage"))
+    if runtime.engine.dialect.name == "postgresql":
+        # The deleted rows and their index entries stay until a vacuum. A
+        # server with autovacuum on removes them soon; without this, each
+        # round would scan more of them than the last.
+        with runtime.engine.connect().execution_options(
+            isolation_level="AUTOCOMMIT"
+        ) as connection:
+            for table in (*_OUTBOX_TABLES, "profile_usage"):
+                connection.execute(text(f"VACUUM ANALYZE {table}"))
 
 
 def set_profile(runtime: Runtime, port: int, connections: int) -> None:
@@ -300,11 +312,13 @@ def hardware() -> str:
         pg_version = connection.execute(text("SHOW server_version")).scalar()
         fsync = connection.execute(text("SHOW fsync")).scalar()
         commit = connection.execute(text("SHOW synchronous_commit")).scalar()
+        autovacuum = connection.execute(text("SHOW autovacuum")).scalar()
     return (
         f"{os.cpu_count()} cores ({model}), {memory_kib / 1024 / 1024:.0f} GiB RAM, "
         f"{platform.system()} {platform.release()}, Python "
         f"{platform.python_version()}, PostgreSQL {pg_version} on the same "
-        f"machine (fsync {fsync}, synchronous_commit {commit}), SQLite "
+        f"machine (fsync {fsync}, synchronous_commit {commit}, autovacuum "
+        f"{autovacuum}), SQLite "
         f"{__import__('sqlite3').sqlite_version}"
     )
 
