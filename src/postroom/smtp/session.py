@@ -614,6 +614,9 @@ class SmtpSession:
         except BaseException:
             # The replies owed to an announced transaction would be read as
             # this one's: the reader closes the connection instead.
+            # NOTE: after a failed final reply to DATA the server is ready
+            # for the announced transaction, so that connection could be
+            # kept. Each rejected message costs a reconnect for now.
             self._announced = None
             reader.detach()
             raise
