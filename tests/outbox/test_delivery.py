@@ -350,7 +350,7 @@ def test_concurrent_claims_are_disjoint(
     assert len(claimed) == 30
 
 
-def test_rejected_message_spares_the_announced_next(
+def test_rejection_spares_announced_message(
     any_runtime: Runtime, start_scripted: Callable[..., ScriptedServer]
 ) -> None:
     # One connection sends all three: each next message's commands go out
@@ -372,8 +372,8 @@ def test_rejected_message_spares_the_announced_next(
         shown = view(any_runtime, message_pk)
         assert shown["status"] == "sent"
         assert [attempt["outcome"] for attempt in shown["attempts"]] == ["sent"]
-    # The rejection closed the connection the second message was announced
-    # on; it went out once more on a new one, and was accepted once.
+    # The rejection closed the connection that carried the second message's
+    # commands. It went out again on a new one and was accepted once.
     assert [message.rcpt_tos for message in server.messages] == [
         ["second@example.com"],
         ["third@example.com"],
