@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from postroom.smtp.errors import ErrorKind, SmtpFailure, Step
@@ -152,3 +154,44 @@ def test_too_large_next_is_not_announced() -> None:
     assert [command.line.split(" ")[0] for command in server.commands].count(
         "MAIL"
     ) == 1
+
+
+def test_close_during_announcing_send_sends_no_quit() -> None:
+    # Retiring a pool closes busy connections too. close() waits for the
+    # send, which then announces: QUIT would land in the announced DATA.
+    server = HoldingServer()
+
+    async def exchange(session: SmtpSession) -> SendResult:
+        sending = asyncio.create_task(send_first(session))
+        await asyncio.sleep(0)
+        closing = asyncio.create_task(session.close())
+        result = await sending
+        await closing
+        return result
+
+    result = run_against(server, exchange)
+
+    assert result.data is not None
+    assert server.bodies == [MESSAGE]
+    assert "QUIT" not in [command.line for command in server.commands]
+    assert b"QUIT" not in server.unread
+
+
+def test_reply_to_no_command_drops_the_next() -> None:
+    # A second reply after the final dot would be read as the announced
+    # MAIL FROM's, and every later reply paired with the wrong command.
+    server = HoldingServer(replies={"END": ["250 2.0.0 OK\r\n250 2.0.0 Again"]})
+
+    async def exchange(session: SmtpSession) -> tuple[SendResult, SmtpFailure]:
+        first = await send_first(session)
+        with pytest.raises(SmtpFailure) as caught:
+            await send_next(session)
+        return first, caught.value
+
+    first, failure = run_against(server, exchange)
+
+    assert first.data is not None
+    assert first.data.text == "2.0.0 OK"
+    assert failure.step == Step.MAIL_FROM
+    assert failure.kind == ErrorKind.DISCONNECTED
+    assert server.bodies == [MESSAGE]

@@ -49,6 +49,11 @@ class HoldingServer(asyncio.Protocol):
     _in_data: bool = False
     _transport: asyncio.Transport | None = None
 
+    @property
+    def unread(self) -> bytes:
+        """Bytes received but not parsed yet, such as an unfinished message."""
+        return bytes(self._buffer)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport

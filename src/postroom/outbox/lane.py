@@ -160,6 +160,19 @@ class ProfileLane:
             try:
                 while not self.host.stopping:
                     message = ahead if ahead is not None else await self._take()
+                    if ahead is not None and _too_late(ahead):
+                        # Taken a whole delivery ago: its lease may now be too
+                        # short. A connection that announced it cannot be reused.
+                        self.in_hand.pop(task, None)
+                        self.host.give_back([ahead], None)
+                        if (
+                            connection is not None
+                            and connection.session.announced is not None
+                        ):
+                            self.pool.release(connection, reusable=False)
+                            connection = None
+                        ahead = None
+                        continue
                     ahead = None
                     if message is None:
                         break
@@ -211,9 +224,7 @@ class ProfileLane:
         """
         while self.pending:
             message = self.pending.popleft()
-            if message.start_by is not None and utcnow() > message.start_by:
-                # Waited here too long: too little lease is left to be sure
-                # another worker does not send it at the same time.
+            if _too_late(message):
                 self.host.give_back([message], None)
                 continue
             try:
@@ -229,14 +240,8 @@ class ProfileLane:
         return None
 
     async def _take_following(self) -> ClaimedMessage | None:
-        """Take the message to announce after the one about to be sent.
-
-        Only a message sent as one transaction is announced.
-        """
+        """Take the message to send after the one about to be sent, if any."""
         if not self.pending or self.host.stopping:
-            return None
-        following = self.pending[0]
-        if len(split_recipients(following.recipients, self.limits.max_recipients)) > 1:
             return None
         return await self._take()
 
@@ -347,11 +352,9 @@ class ProfileLane:
                     message.raw,
                     smtputf8=message.smtputf8,
                     before_end_of_data=previous,
-                    then=(
-                        _transaction(following)
-                        if following is not None and index == len(chunks) - 1
-                        else None
-                    ),
+                    then=self._announcement(following)
+                    if index == len(chunks) - 1
+                    else None,
                 )
             except SmtpFailure as failure:
                 if (
@@ -384,6 +387,25 @@ class ProfileLane:
         )
         return report, connection
 
+    def _announcement(self, following: ClaimedMessage | None) -> MailTransaction | None:
+        """Return the transaction to announce for ``following``, if it has one.
+
+        A message split into several transactions is not announced: it is
+        checked here, against the limits at this moment, which may have
+        changed since the message was taken.
+        """
+        if following is None:
+            return None
+        recipients = following.recipients
+        if len(split_recipients(recipients, self.limits.max_recipients)) > 1:
+            return None
+        return MailTransaction(
+            following.envelope_sender,
+            tuple(recipient.address for recipient in recipients),
+            following.raw,
+            following.smtputf8,
+        )
+
     def _fail_pending_later(self, failure: SmtpFailure) -> None:
         """Apply a failure to open a connection to every waiting message too.
 
@@ -403,13 +425,13 @@ class ProfileLane:
             )
 
 
-def _transaction(message: ClaimedMessage) -> MailTransaction:
-    return MailTransaction(
-        message.envelope_sender,
-        tuple(recipient.address for recipient in message.recipients),
-        message.raw,
-        message.smtputf8,
-    )
+def _too_late(message: ClaimedMessage) -> bool:
+    """Tell whether too little of the message's lease is left to start sending.
+
+    Past ``start_by``, another worker could take the message over while it
+    is still being sent.
+    """
+    return message.start_by is not None and utcnow() > message.start_by
 
 
 def _first_window_end(limits: ProfileLimits, now: datetime) -> datetime:

@@ -66,6 +66,11 @@ class ReplyReader(asyncio.Protocol):
     def __exit__(self, *exc_info: object) -> None:
         self.detach()
 
+    @property
+    def has_surplus(self) -> bool:
+        """Tell whether more replies arrived than commands were sent."""
+        return len(self._replies) > self.outstanding
+
     @staticmethod
     def encode(*commands: bytes) -> bytes:
         """Return ``commands`` as one block of lines, each ended by CRLF."""

@@ -577,6 +577,16 @@ class SmtpSession:
                 error="the connection was closed because it had announced "
                 "another transaction",
             )
+        if announced is not None and announced.reader.has_surplus:
+            # A reply to no command arrived: every later reply would be
+            # paired with the wrong command.
+            self.abort()
+            raise SmtpFailure(
+                step=Step.MAIL_FROM,
+                kind=ErrorKind.DISCONNECTED,
+                error="the connection was closed because the server sent a "
+                "reply to no command",
+            )
         if announced is not None:
             reader, mail, rcpts = announced.reader, announced.mail, announced.rcpts
             pipelining = True
@@ -802,6 +812,10 @@ class SmtpSession:
             raise
         if code != 250:
             raise aiosmtplib.SMTPDataError(code, text)
+        if self._announced is not None and reader.has_surplus:
+            # More replies than commands: those of the announced transaction
+            # cannot be identified, so the connection is closed instead.
+            self._announced = None
         return self._reply(code, text)
 
     def _announce(self, reader: ReplyReader, then: MailTransaction | None) -> bytes:
@@ -842,13 +856,12 @@ class SmtpSession:
         """Say QUIT and close; a server that is already gone is not an error."""
         if self._client is None:
             return
-        if self._announced is not None:
-            # QUIT would become the announced message's content.
-            self._announced = None
-            self.abort()
-            return
         try:
             async with self._transaction:
+                if self._announced is not None:
+                    # QUIT would become the announced message's content.
+                    self._announced = None
+                    return
                 if self._client is not None and self._client.is_connected:
                     await self._client.quit(
                         timeout=min(self.settings.command_timeout, 5.0)
