@@ -567,26 +567,23 @@ class SmtpSession:
         then: MailTransaction | None,
     ) -> SendResult:
         announced, self._announced = self._announced, None
-        if announced is not None and announced.transaction != transaction:
-            # The server is reading another message by now: the connection
-            # cannot be used, as if it had been closed while idle.
-            self.abort()
-            raise SmtpFailure(
-                step=Step.MAIL_FROM,
-                kind=ErrorKind.DISCONNECTED,
-                error="the connection was closed because it had announced "
-                "another transaction",
-            )
-        if announced is not None and announced.reader.has_surplus:
-            # A reply to no command arrived: every later reply would be
-            # paired with the wrong command.
-            self.abort()
-            raise SmtpFailure(
-                step=Step.MAIL_FROM,
-                kind=ErrorKind.DISCONNECTED,
-                error="the connection was closed because the server sent a "
-                "reply to no command",
-            )
+        if announced is not None:
+            # The server is reading another message by now, or a reply to no
+            # command arrived and every later reply would be paired with the
+            # wrong command. Either way the connection cannot be used, as if
+            # the server had closed it while idle.
+            unusable = None
+            if announced.transaction != transaction:
+                unusable = "it had announced another transaction"
+            elif announced.reader.has_surplus:
+                unusable = "the server sent a reply to no command"
+            if unusable is not None:
+                self.abort()
+                raise SmtpFailure(
+                    step=Step.MAIL_FROM,
+                    kind=ErrorKind.DISCONNECTED,
+                    error=f"the connection was closed because {unusable}",
+                )
         if announced is not None:
             reader, mail, rcpts = announced.reader, announced.mail, announced.rcpts
             pipelining = True
