@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from postroom.smtp.errors import ErrorKind, SmtpFailure, Step
 from postroom.smtp.session import MailTransaction, SendResult, SmtpSession
-from tests.smtp.test_pipelining import MESSAGE, HoldingServer, run_against, unanswered
+from tests.smtp.test_pipelining import (
+    MESSAGE,
+    HoldingServer,
+    close_during,
+    run_against,
+    unanswered,
+)
 
 SECOND = MESSAGE.replace(b"Hello.", b"Second message.")
 NEXT = MailTransaction("a@example.com", ("c@example.com",), SECOND)
@@ -161,15 +165,9 @@ def test_close_during_announcing_send_sends_no_quit() -> None:
     # send, which then announces: QUIT would land in the announced DATA.
     server = HoldingServer()
 
-    async def exchange(session: SmtpSession) -> SendResult:
-        sending = asyncio.create_task(send_first(session))
-        await asyncio.sleep(0)
-        closing = asyncio.create_task(session.close())
-        result = await sending
-        await closing
-        return result
-
-    result = run_against(server, exchange)
+    result = run_against(
+        server, lambda session: close_during(session, send_first(session))
+    )
 
     assert result.data is not None
     assert server.bodies == [MESSAGE]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -173,6 +173,18 @@ def unanswered(server: HoldingServer) -> dict[str, list[int]]:
     for command in server.commands:
         counts.setdefault(command.line.split(" ")[0], []).append(command.unanswered)
     return counts
+
+
+async def close_during(
+    session: SmtpSession, sending: Coroutine[Any, Any, SendResult]
+) -> SendResult:
+    """Call close() once ``sending`` has started; return what it returned."""
+    task = asyncio.create_task(sending)
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(session.close())
+    result = await task
+    await closing
+    return result
 
 
 def send(session: SmtpSession, *recipients: str) -> Awaitable[SendResult]:
@@ -419,17 +431,12 @@ def test_close_waits_for_the_transaction() -> None:
     # the middle of a transaction, where it would become message content.
     server = HoldingServer()
 
-    async def exchange(session: SmtpSession) -> SendResult:
-        sending = asyncio.create_task(
-            session.send("a@example.com", ["b@example.com"], MESSAGE)
-        )
-        await asyncio.sleep(0)
-        closing = asyncio.create_task(session.close())
-        result = await sending
-        await closing
-        return result
-
-    result = run_against(server, exchange)
+    result = run_against(
+        server,
+        lambda session: close_during(
+            session, session.send("a@example.com", ["b@example.com"], MESSAGE)
+        ),
+    )
 
     assert result.data is not None
     assert result.data.code == 250

@@ -334,5 +334,9 @@ class PostgresStatements:
         )
 
 
+_POSTGRES = PostgresStatements()
+_SQLITE = SqliteStatements()
+
+
 def statements_for(dialect: str) -> OutboxStatements:
-    return PostgresStatements() if dialect == "postgresql" else SqliteStatements()
+    return _POSTGRES if dialect == "postgresql" else _SQLITE
