@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text, update
@@ -26,6 +27,7 @@ from postroom.domain.models import (
 )
 from postroom.outbox import store
 from postroom.outbox.dbcall import DatabaseCaller
+from postroom.outbox.statements import PostgresStatements
 from postroom.outbox.store import Outcome, RecipientUpdate
 from postroom.runtime import Runtime
 from tests.outbox.helpers import add_profile, queue
@@ -310,3 +312,83 @@ def test_engine_connections_keep_url_options(any_runtime: Runtime) -> None:
         assert asyncio.run(main()) == ("postroom_options_test", "off")
     finally:
         engine.dispose()
+
+
+class _ExplainingCursor:
+    """Runs EXPLAIN of each statement instead of the statement itself."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+        self.plans: list[str] = []
+
+    def execute(self, sql: str, parameters: Any = None) -> None:
+        self._cursor.execute("EXPLAIN " + sql, parameters)
+        self.plans.append("\n".join(row[0] for row in self._cursor.fetchall()))
+
+    def executemany(self, sql: str, parameters: Any) -> None:
+        raise AssertionError("PostgreSQL statements run one per batch")
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return []
+
+
+def test_engine_statements_read_by_index_whatever_the_statistics(
+    any_runtime: Runtime,
+) -> None:
+    if any_runtime.engine.dialect.name != "postgresql":
+        pytest.skip("the planner settings are PostgreSQL's")
+    add_profile(any_runtime, 2525)
+    message_pks = [queue(any_runtime) for _ in range(40)]
+    with any_runtime.engine.connect() as connection:
+        # A queue table's statistics are mostly wrong: it empties and fills
+        # faster than autovacuum analyzes it. For a table this small they
+        # are right, and reading the whole of it looks cheapest.
+        connection.execute(text("ANALYZE messages"))
+        connection.execute(text("ANALYZE message_recipients"))
+        connection.commit()
+        recipient_ids = list(
+            connection.execute(
+                text("SELECT id FROM message_recipients ORDER BY id")
+            ).scalars()
+        )
+    statements = PostgresStatements()
+
+    def explain(sessions: SessionFactory) -> list[str]:
+        with transaction(sessions) as session:
+            cursor = _ExplainingCursor(session.connection().connection.cursor())
+            now = datetime.now(UTC)
+            statements.claim(cursor, "w", 50, now, now, [])
+            statements.recipients(cursor, message_pks)
+            statements.record(
+                cursor,
+                [
+                    outcome_for(message_pk, [recipient_id, recipient_id])
+                    for message_pk, recipient_id in zip(
+                        message_pks, recipient_ids, strict=True
+                    )
+                ],
+                "w",
+                now,
+            )
+        return cursor.plans
+
+    async def main() -> list[str]:
+        caller = DatabaseCaller(any_runtime.engine, any_runtime.sessions)
+        try:
+            return await caller(explain)
+        finally:
+            await caller.close()
+
+    claim, recipients, record = asyncio.run(main())
+
+    # The claim reads the due messages in order from the partial index and
+    # stops after its limit, rather than reading and sorting them all.
+    assert "Index Scan using ix_messages_due" in claim
+    assert "Sort" not in claim
+    assert "ix_message_recipients_message_pk" in recipients
+    # Each outcome finds its rows by key, rather than reading the tables.
+    assert "messages_pkey" in record
+    assert "message_recipients_pkey" in record
+    for plan in (claim, recipients, record):
+        assert "Seq Scan on messages" not in plan
+        assert "Seq Scan on message_recipients" not in plan

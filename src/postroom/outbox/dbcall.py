@@ -118,6 +118,21 @@ class DatabaseCaller:
             self._loop_sessions = None
 
 
+# Every statement on these connections finds its rows through an index: the
+# claim reads the due messages in order from ix_messages_due and stops at its
+# limit, and outcomes find their rows by key. Outbox tables fill and empty
+# faster than autovacuum analyzes them, and with statistics from a nearly
+# empty table the planner would read and sort every due message on each
+# claim, or read all recipients on each commit. Generic plans also spare
+# planning each statement again.
+_INDEX_ONLY_PLANS = (
+    "-c plan_cache_mode=force_generic_plan",
+    "-c enable_seqscan=off",
+    "-c enable_bitmapscan=off",
+    "-c enable_sort=off",
+)
+
+
 def _autocommit_engine(engine: Engine) -> AsyncEngine:
     url = engine.url
     configured = url.query.get("options", ())
@@ -125,6 +140,7 @@ def _autocommit_engine(engine: Engine) -> AsyncEngine:
         [
             *((configured,) if isinstance(configured, str) else configured),
             "-c synchronous_commit=off",
+            *_INDEX_ONLY_PLANS,
         ]
     )
     # No pre-ping: it would cost a round trip per call. A connection that
