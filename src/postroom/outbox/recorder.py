@@ -1,10 +1,10 @@
 """Write attempt outcomes to the database in batches (group commit).
 
 Senders hand in outcomes as replies arrive and get a future that completes
-once the outcome is committed. The recorder lets outcomes gather for a few
-milliseconds, and while one transaction is being written the next ones
-gather too, so under load each commit carries many of them. A failed write is retried until it
-succeeds: an outcome is never dropped, and until it is committed the message
+once the outcome is committed. While one transaction is being written the
+next outcomes gather, so under load each commit carries many of them. The
+recorder can also let a batch linger a few milliseconds for more. A failed
+write is retried until it succeeds: an outcome is never dropped, and until it is committed the message
 stays claimed, so a worker that dies meanwhile leaves it to be sent again.
 """
 
@@ -22,16 +22,19 @@ log = logging.getLogger("postroom.delivery")
 
 _RETRY_FIRST_SECONDS = 0.2
 _RETRY_MAX_SECONDS = 5.0
-# How long the first outcome of a batch waits for others, and the most
-# outcomes one transaction carries.
-_LINGER_SECONDS = 0.005
+# The maximum number of outcomes in one transaction.
 _MAX_BATCH = 500
 
 
 class Recorder:
-    def __init__(self, worker_id: str, call: DatabaseCaller) -> None:
+    def __init__(
+        self, worker_id: str, call: DatabaseCaller, linger_seconds: float = 0.0
+    ) -> None:
+        """``linger_seconds``: how long the first outcome of a batch waits for
+        more, if no sender is waiting for it."""
         self._worker_id = worker_id
         self._call = call
+        self._linger_seconds = linger_seconds
         self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
         self._arrived = asyncio.Event()
         # Set when a sender is about to wait for a commit: lingering longer
@@ -73,9 +76,13 @@ class Recorder:
                 await self._arrived.wait()
                 self._arrived.clear()
                 continue
-            if len(self._pending) < _MAX_BATCH and not self._closing:
+            if (
+                self._linger_seconds
+                and len(self._pending) < _MAX_BATCH
+                and not self._closing
+            ):
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_LINGER_SECONDS):
+                    async with asyncio.timeout(self._linger_seconds):
                         await self._hurry.wait()
             self._hurry.clear()
             batch = self._pending[:_MAX_BATCH]

@@ -59,6 +59,8 @@ _LOG_LEVELS = {
 # Seconds between closing idle connections and, hourly, old rate counts.
 _MAINTENANCE_SECONDS = 1.0
 _USAGE_CLEANUP_SECONDS = 3600.0
+# How long an outcome waits for others to share its commit on SQLite.
+_SQLITE_LINGER_SECONDS = 0.005
 
 
 def new_worker_id() -> str:
@@ -120,6 +122,11 @@ class Worker:
         """Messages claimed by this worker whose outcome is not yet stored."""
         return self._in_flight
 
+    @property
+    def waiting(self) -> int:
+        """Claimed messages that no sender has taken yet."""
+        return sum(len(lane.pending) for lane in self.lanes.values())
+
     async def drain(self) -> int:
         """Deliver until nothing is due; return how many attempts were made."""
         await self._serve(asyncio.Event(), until_idle=True)
@@ -143,7 +150,14 @@ class Worker:
 
         unsubscribe = subscribe(wake)
         listener: asyncio.Task[None] | None = None
-        self._recorder = Recorder(self.worker_id, self._call)
+        # A SQLite commit holds up the loop, so fewer and larger ones cost
+        # less. A PostgreSQL commit runs while the loop sends, and outcomes
+        # gather meanwhile, so lingering would only delay every commit.
+        self._recorder = Recorder(
+            self.worker_id,
+            self._call,
+            linger_seconds=0.0 if self._is_postgres else _SQLITE_LINGER_SECONDS,
+        )
         self._recorder.start()
         if self._is_postgres:
             database_url = self.runtime.settings.effective_database_url
@@ -178,9 +192,13 @@ class Worker:
             # runs wakes the next wait at once.
             self._wakeup.clear()
             claimed = 0
-            if self._in_flight <= batch:
+            # Only messages no sender has taken count. The senders' windows
+            # bound those sent but not yet recorded, and waiting for their
+            # commits before claiming more would let the senders run dry.
+            waiting = self.waiting
+            if waiting <= batch:
                 try:
-                    claimed = await self._claim(2 * batch - self._in_flight)
+                    claimed = await self._claim(2 * batch - waiting)
                 except Exception:
                     # A database outage must not end the worker: log, back off
                     # for one poll interval and try again.
