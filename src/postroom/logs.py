@@ -118,6 +118,9 @@ def configure_logging(
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    # Nor the source file and line: the logging HOWTO's "Optimization"
+    # section names this setting to skip walking the stack for them.
+    logging._srcfile = None
     handler = LineHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

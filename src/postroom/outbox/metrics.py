@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -51,9 +51,19 @@ ATTEMPT_SECONDS = Histogram(
 _workers: weakref.WeakSet[Worker] = weakref.WeakSet()
 
 
+# The labelled series of each profile and outcome: labels() looks them up
+# under a lock on every call, once per attempt.
+_attempt_series: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
 def observe_attempt(profile: str, outcome: str, duration_ms: int) -> None:
-    ATTEMPTS.labels(profile, outcome).inc()
-    ATTEMPT_SECONDS.labels(profile).observe(duration_ms / 1000)
+    series = _attempt_series.get((profile, outcome))
+    if series is None:
+        series = (ATTEMPTS.labels(profile, outcome), ATTEMPT_SECONDS.labels(profile))
+        _attempt_series[(profile, outcome)] = series
+    count, seconds = series
+    count.inc()
+    seconds.observe(duration_ms / 1000)
 
 
 def track_worker(worker: Worker) -> None:

@@ -112,6 +112,7 @@ def decide(
     hold: Diagnosis | None = None
 
     data_reply: Reply | None = None
+    data_fields: dict[str, Any] = {}
     for part in report.parts:
         if part.failure is not None:
             failure = part.failure
@@ -135,6 +136,9 @@ def decide(
             continue
         assert part.result is not None
         result = part.result
+        if result.data is not None:
+            data_reply = result.data
+            data_fields = _reply_fields(data_reply)
         for recipient in part.recipients:
             refusal = result.refused.get(recipient.address)
             if refusal is not None:
@@ -152,21 +156,15 @@ def decide(
                 )
             elif result.data is not None:
                 updates.append(
-                    RecipientUpdate(
-                        recipient.id,
-                        RecipientStatus.ACCEPTED,
-                        **_reply_fields(result.data),
-                    )
+                    RecipientUpdate(recipient.id, RecipientStatus.ACCEPTED, **data_fields)
                 )
-        if result.data is not None:
-            data_reply = result.data
 
     if step is None:
         # No transaction failed: the attempt is described by the last reply
         # to DATA, or by RCPT TO when every recipient was refused.
         if data_reply is not None:
             step = Step.DATA.value
-            attempt_reply = _reply_fields(data_reply)
+            attempt_reply = data_fields
             queue_id = parse_queue_id(data_reply.text)
         else:
             step = Step.RCPT_TO.value
