@@ -62,6 +62,10 @@ def printable(text: str) -> str:
 
     Escaping twice changes nothing, since the escapes are printable.
     """
+    # Nearly every reply is printable text, and isprintable() is false for
+    # every character _CONTROL matches.
+    if text.isprintable():
+        return text
     return _CONTROL.sub(_escape, text)
 
 
@@ -71,6 +75,8 @@ def printable_reply(text: str) -> str:
     A multi-line reply is stored as its lines joined by LF; any other control
     character, a CR inside a line included, is escaped.
     """
+    if text.isprintable():
+        return text
     return "\n".join(printable(line) for line in text.split("\n"))
 
 
