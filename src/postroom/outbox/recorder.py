@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from postroom.outbox import store
 from postroom.outbox.dbcall import DatabaseCaller
@@ -28,13 +29,19 @@ _MAX_BATCH = 500
 
 class Recorder:
     def __init__(
-        self, worker_id: str, call: DatabaseCaller, linger_seconds: float = 0.0
+        self,
+        worker_id: str,
+        call: DatabaseCaller,
+        linger_seconds: float = 0.0,
+        on_commit: Callable[[int], None] | None = None,
     ) -> None:
         """``linger_seconds``: how long the first outcome of a batch waits for
-        more, if no sender is waiting for it."""
+        more, if no sender is waiting for it. ``on_commit`` is called with
+        the number of outcomes after each commit."""
         self._worker_id = worker_id
         self._call = call
         self._linger_seconds = linger_seconds
+        self._on_commit = on_commit
         self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
         self._arrived = asyncio.Event()
         # Set when a sender is about to wait for a commit: lingering longer
@@ -108,3 +115,5 @@ class Recorder:
             for _outcome, future in batch:
                 if not future.done():
                     future.set_result(None)
+            if self._on_commit is not None:
+                self._on_commit(len(batch))

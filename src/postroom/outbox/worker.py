@@ -157,6 +157,7 @@ class Worker:
             self.worker_id,
             self._call,
             linger_seconds=0.0 if self._is_postgres else _SQLITE_LINGER_SECONDS,
+            on_commit=self._settled,
         )
         self._recorder.start()
         if self._is_postgres:
@@ -312,9 +313,7 @@ class Worker:
         self._log(lane.name, report, outcome)
         metrics.observe_attempt(lane.name, outcome.attempt_outcome, report.duration_ms)
         assert self._recorder is not None
-        committed = self._recorder.submit(outcome)
-        committed.add_done_callback(lambda _future: self._settled(1))
-        return committed
+        return self._recorder.submit(outcome)
 
     def hurry_recording(self) -> None:
         """Commit the outcomes handed in so far without lingering for more."""
