@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -11,7 +15,10 @@ from postroom.clock import utcnow
 from postroom.domain.db import transaction
 from postroom.domain.models import MessageStatus, OutboxMessage
 from postroom.domain.usage import ProfileUsage
+from postroom.outbox import store
+from postroom.outbox.worker import Worker
 from postroom.runtime import Runtime
+from tests.conftest import make_runtime
 from tests.outbox.helpers import (
     BackgroundWorker,
     add_profile,
@@ -352,3 +359,51 @@ def test_rate_limit_counts_each_split_transaction(
     assert view(runtime, first)["status"] == "sent"
     assert view(runtime, second)["status"] == "queued"
     assert len(server.messages) == 2
+
+
+def test_claims_continue_while_commits_wait(
+    tmp_path: Path, start_scripted: Callable[..., ScriptedServer]
+) -> None:
+    # Each sender may run 10 messages ahead of its commits, so a worker
+    # whose commits are slow still claims and sends beyond its batches.
+    runtime = make_runtime(
+        tmp_path,
+        None,
+        worker_batch_size=2,
+        worker_concurrency=1,
+        worker_unrecorded_per_connection=10,
+    )
+    try:
+        server = start_scripted()
+        add_profile(runtime, server.port, max_connections=1)
+        ids = [queue(runtime) for _ in range(6)]
+
+        async def send_with_commits_held() -> int:
+            worker = Worker(runtime)
+            real_call = worker._call
+            commits = asyncio.Event()
+
+            async def held(function: Any, *args: Any, **kwargs: Any) -> Any:
+                if function is store.record_outcomes:
+                    await commits.wait()
+                return await real_call(function, *args, **kwargs)
+
+            held.close = real_call.close  # type: ignore[attr-defined]
+            worker._call = held  # type: ignore[assignment]
+            draining = asyncio.create_task(worker.drain())
+            # Less than the worker's poll interval: claims must follow the
+            # senders, not the clock.
+            deadline = time.monotonic() + 0.8
+            while len(server.messages) < len(ids) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            sent_before_any_commit = len(server.messages)
+            commits.set()
+            await draining
+            return sent_before_any_commit
+
+        sent_before_any_commit = asyncio.run(send_with_commits_held())
+
+        assert sent_before_any_commit == len(ids)
+        assert [view(runtime, pk)["status"] for pk in ids] == ["sent"] * len(ids)
+    finally:
+        runtime.close()

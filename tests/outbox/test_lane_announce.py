@@ -33,6 +33,9 @@ class Host:
         committed.set_result(None)
         return committed
 
+    def taken(self) -> None:
+        pass
+
     def hurry_recording(self) -> None:
         pass
 

@@ -56,6 +56,8 @@ class LaneHost(Protocol):
 
     def hurry_recording(self) -> None: ...
 
+    def taken(self) -> None: ...
+
     def give_back(
         self, messages: list[ClaimedMessage], not_before: datetime | None
     ) -> None: ...
@@ -236,6 +238,7 @@ class ProfileLane:
                 self.pending.appendleft(message)
                 self._block(retry_at or utcnow() + timedelta(seconds=1))
                 return None
+            self.host.taken()
             return message
         return None
 

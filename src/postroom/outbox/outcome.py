@@ -156,7 +156,9 @@ def decide(
                 )
             elif result.data is not None:
                 updates.append(
-                    RecipientUpdate(recipient.id, RecipientStatus.ACCEPTED, **data_fields)
+                    RecipientUpdate(
+                        recipient.id, RecipientStatus.ACCEPTED, **data_fields
+                    )
                 )
 
     if step is None:

@@ -315,6 +315,14 @@ class Worker:
         assert self._recorder is not None
         return self._recorder.submit(outcome)
 
+    def taken(self) -> None:
+        """Wake the claim loop once few claimed messages wait for a sender.
+
+        Commits wake it too, but they may be slow to come.
+        """
+        if self.waiting <= self.runtime.settings.worker_batch_size:
+            self._wakeup.set()
+
     def hurry_recording(self) -> None:
         """Commit the outcomes handed in so far without lingering for more."""
         if self._recorder is not None:
