@@ -33,7 +33,7 @@ class Host:
         committed.set_result(None)
         return committed
 
-    def taken(self) -> None:
+    def lane_emptied(self) -> None:
         pass
 
     def hurry_recording(self) -> None:

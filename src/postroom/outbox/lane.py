@@ -56,7 +56,7 @@ class LaneHost(Protocol):
 
     def hurry_recording(self) -> None: ...
 
-    def taken(self) -> None: ...
+    def lane_emptied(self) -> None: ...
 
     def give_back(
         self, messages: list[ClaimedMessage], not_before: datetime | None
@@ -238,7 +238,8 @@ class ProfileLane:
                 self.pending.appendleft(message)
                 self._block(retry_at or utcnow() + timedelta(seconds=1))
                 return None
-            self.host.taken()
+            if not self.pending:
+                self.host.lane_emptied()
             return message
         return None
 

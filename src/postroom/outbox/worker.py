@@ -315,13 +315,13 @@ class Worker:
         assert self._recorder is not None
         return self._recorder.submit(outcome)
 
-    def taken(self) -> None:
-        """Wake the claim loop once few claimed messages wait for a sender.
+    def lane_emptied(self) -> None:
+        """Wake the claim loop: a lane has handed out its last waiting message.
 
-        Commits wake it too, but they may be slow to come.
+        Commits wake it too, often enough under load, but they may be slow
+        to come. Waking it on every message taken cost more than it saved.
         """
-        if self.waiting <= self.runtime.settings.worker_batch_size:
-            self._wakeup.set()
+        self._wakeup.set()
 
     def hurry_recording(self) -> None:
         """Commit the outcomes handed in so far without lingering for more."""
