@@ -109,3 +109,12 @@ def test_json_time_utc_milliseconds() -> None:
             timespec="milliseconds"
         )
         assert json.loads(formatter.format(record))["time"] == expected
+
+
+def test_json_empty_field_name() -> None:
+    record = logging.LogRecord("x", logging.INFO, "", 0, "m", (), None)
+    record.__dict__[""] = "value"
+
+    line = json.loads(JsonFormatter().format(record))
+
+    assert line[""] == "value"

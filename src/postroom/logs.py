@@ -51,7 +51,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _RECORD_ATTRIBUTES and key[0] != "_":
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -118,8 +118,8 @@ def configure_logging(
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    # Nor the source file and line: the logging HOWTO's "Optimization"
-    # section names this setting to skip walking the stack for them.
+    # Nor the source file and line. The logging module's own comments name
+    # this setting as the way to skip walking the stack for them.
     logging._srcfile = None
     handler = LineHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

@@ -332,7 +332,7 @@ class _ExplainingCursor:
         return []
 
 
-def test_engine_statements_read_by_index_whatever_the_statistics(
+def test_engine_statements_plan_index_reads(
     any_runtime: Runtime,
 ) -> None:
     if any_runtime.engine.dialect.name != "postgresql":
@@ -340,9 +340,9 @@ def test_engine_statements_read_by_index_whatever_the_statistics(
     add_profile(any_runtime, 2525)
     message_pks = [queue(any_runtime) for _ in range(40)]
     with any_runtime.engine.connect() as connection:
-        # A queue table's statistics are mostly wrong: it empties and fills
-        # faster than autovacuum analyzes it. For a table this small they
-        # are right, and reading the whole of it looks cheapest.
+        # A queue table's statistics are often stale, because it empties and
+        # fills faster than autovacuum analyzes it. For a table this small
+        # they are right, and reading the whole table looks cheapest.
         connection.execute(text("ANALYZE messages"))
         connection.execute(text("ANALYZE message_recipients"))
         connection.commit()

@@ -150,8 +150,8 @@ class Worker:
 
         unsubscribe = subscribe(wake)
         listener: asyncio.Task[None] | None = None
-        # A SQLite commit holds up the loop, so fewer and larger ones cost
-        # less. A PostgreSQL commit runs while the loop sends, and outcomes
+        # A SQLite commit blocks the event loop, so fewer and larger ones
+        # cost less. A PostgreSQL commit runs while the loop sends, and outcomes
         # gather meanwhile, so lingering would only delay every commit.
         self._recorder = Recorder(
             self.worker_id,
@@ -319,7 +319,8 @@ class Worker:
         """Wake the claim loop: a lane has handed out its last waiting message.
 
         Commits wake it too, often enough under load, but they may be slow
-        to come. Waking it on every message taken cost more than it saved.
+        to come. A wake for every message taken lowered the benchmark's
+        throughput.
         """
         self._wakeup.set()
 
