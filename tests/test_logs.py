@@ -8,7 +8,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from postroom.logs import JsonFormatter, LineHandler
+from postroom.logs import FLUSH_DELAY_SECONDS, JsonFormatter, LineHandler
 
 
 class CountingStream(io.StringIO):
@@ -47,24 +47,50 @@ def test_line_handler_without_loop_flushes_each_line() -> None:
     assert [line["message"] for line in lines] == ["first", "second"]
 
 
-def test_line_handler_on_loop_flushes_per_turn() -> None:
+def test_line_handler_on_loop_writes_lines_together() -> None:
     stream = CountingStream()
     logger = make_logger(stream)
 
-    async def main() -> tuple[int, str]:
+    async def main() -> tuple[int, str, str]:
         for number in range(5):
             logger.info("attempt %d", number, extra={"outbox_id": number})
-        before = stream.flushes
         await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        return before, stream.flushed
+        before = stream.flushes, stream.getvalue()
+        await asyncio.sleep(FLUSH_DELAY_SECONDS * 2)
+        return *before, stream.flushed
 
-    before, flushed = asyncio.run(main())
+    flushes_before, written_before, flushed = asyncio.run(main())
 
-    assert before == 0
+    # Nothing reached the stream on the next turn: the lines wait for more.
+    assert (flushes_before, written_before) == (0, "")
     assert stream.flushes == 1
     lines = [json.loads(line) for line in flushed.splitlines()]
     assert [line["outbox_id"] for line in lines] == [0, 1, 2, 3, 4]
+
+
+def test_line_handler_writes_once_per_flush() -> None:
+    class CountingWrites(CountingStream):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            self.writes += 1
+            return super().write(text)
+
+    stream = CountingWrites()
+    logger = make_logger(stream)
+
+    async def main() -> None:
+        for number in range(50):
+            logger.info("attempt %d", number)
+            await asyncio.sleep(0)
+        await asyncio.sleep(FLUSH_DELAY_SECONDS * 2)
+
+    asyncio.run(main())
+
+    # A line-buffered stream, such as standard error, makes a system call
+    # per write that contains a line end.
+    assert stream.writes == stream.flushes == 1
+    assert len(stream.flushed.splitlines()) == 50
 
 
 def test_line_handler_stopped_loop_keeps_lines() -> None:
@@ -88,7 +114,7 @@ def test_line_handler_stopped_loop_keeps_lines() -> None:
     # Another loop schedules a flush of its own, which carries both lines.
     loop = asyncio.new_event_loop()
     loop.call_soon(logger.info, "on the next loop")
-    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.run_until_complete(asyncio.sleep(FLUSH_DELAY_SECONDS * 2))
     loop.close()
     messages = [json.loads(line)["message"] for line in stream.flushed.splitlines()]
     assert messages == ["last words", "on the next loop"]
@@ -118,3 +144,20 @@ def test_json_empty_field_name() -> None:
     line = json.loads(JsonFormatter().format(record))
 
     assert line[""] == "value"
+
+
+def test_json_values_without_a_json_type() -> None:
+    record = logging.LogRecord("x", logging.INFO, "", 0, "m", (), None)
+    record.__dict__.update(
+        at=datetime(2026, 12, 5, 4, 0, tzinfo=UTC),
+        by_code={421: "closed"},
+        huge=2**70,
+    )
+
+    line = json.loads(JsonFormatter().format(record))
+
+    # As str() writes them, not rejected: a log line is never dropped for
+    # a field's type.
+    assert line["at"] == "2026-12-05 04:00:00+00:00"
+    assert line["by_code"] == {"421": "closed"}
+    assert line["huge"] == 2**70

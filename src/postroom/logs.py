@@ -7,11 +7,14 @@ not a standard LogRecord attribute becomes a key of the JSON object.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
+
+import orjson
 
 # Uvicorn adds "color_message", its message with ANSI colour codes, for its
 # own console formatter; it has no place in a log line.
@@ -23,8 +26,21 @@ _RECORD_ATTRIBUTES = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 }
 
 
-# Made once: json.dumps with options builds a new encoder on every call.
+# Values JSON has no type for are written as str() gives them, dates and
+# dataclasses included, whichever encoder writes the line.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+# For what orjson refuses: keys that are not strings, integers beyond 64
+# bits. Made once: json.dumps with options builds an encoder on every call.
 _ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
+def _encode(entry: dict[str, Any]) -> str:
+    # A worker writes a line per delivery attempt. Measured on such a line,
+    # orjson takes about a tenth of the standard library's time.
+    try:
+        return orjson.dumps(entry, default=str, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return _ENCODER.encode(entry)
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,7 +71,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return _ENCODER.encode(entry)
+        return _encode(entry)
 
 
 class TextFormatter(logging.Formatter):
@@ -73,39 +89,69 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class LineHandler(logging.StreamHandler[IO[str]]):
-    """A stream handler that flushes once per event loop turn.
+# How long a line logged on an event loop may wait for the lines after it.
+FLUSH_DELAY_SECONDS = 0.05
 
-    A worker logs a line per delivery attempt, and flushing each one is a
-    write to the pipe or file per line. On a thread that runs an event
-    loop, lines are flushed together at the end of the loop's current turn,
-    a fraction of a millisecond later. Elsewhere each line is flushed at
-    once.
+
+class LineHandler(logging.StreamHandler[IO[str]]):
+    """A stream handler that writes the lines of an event loop together.
+
+    A worker logs a line per delivery attempt, thousands per second under
+    load. On a thread that runs an event loop, lines are gathered and
+    written to the stream with one write and one flush, at most
+    FLUSH_DELAY_SECONDS after the first of them. Standard error is line
+    buffered, so writing each line on its own would be a system call per
+    line. Elsewhere each line is written and flushed at once.
     """
 
     def __init__(self, stream: IO[str]) -> None:
         super().__init__(stream)
+        self._lines: list[str] = []
         # The loop that has a flush scheduled, if any. A loop that stops
         # before running it leaves the lines to the next flush, or to
         # close() and logging.shutdown() at exit.
         self._flush_on: asyncio.AbstractEventLoop | None = None
 
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        # Handler.handle() holds the lock here.
+        self._lines.append(line)
+        self.flush()
+
     def flush(self) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            super().flush()
+            self._write()
             return
         if self._flush_on is not loop:
             self._flush_on = loop
-            loop.call_soon(self._flush_now)
+            loop.call_later(FLUSH_DELAY_SECONDS, self._flush_now)
 
     def _flush_now(self) -> None:
         self._flush_on = None
-        super().flush()
+        self._write()
+
+    def _write(self) -> None:
+        with self.lock or contextlib.nullcontext():
+            if self._lines:
+                text = "".join(self._lines)
+                self._lines.clear()
+                try:
+                    self.stream.write(text)
+                except Exception:
+                    # The stream is broken; the lines are lost, as the
+                    # standard handler would lose each of them.
+                    self.handleError(logging.makeLogRecord({"msg": text}))
+                    return
+            super().flush()
 
     def close(self) -> None:
-        super().flush()
+        self._write()
         super().close()
 
 

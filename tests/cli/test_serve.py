@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -103,7 +104,8 @@ def test_serve_delivers_and_stops_cleanly(
         _stdout, stderr = process.communicate(timeout=30)
 
     assert process.returncode == 0, stderr
-    assert '"message": "delivery attempt sent"' in stderr
+    logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert "delivery attempt sent" in [line["message"] for line in logged]
     assert "delivery worker stopped" in stderr
     assert "color_message" not in stderr
     assert PASSWORD not in stderr
