@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 if TYPE_CHECKING:
     from postroom.outbox.store import Outcome
 
@@ -60,6 +62,11 @@ class OutboxStatements(Protocol):
         self, cursor: Cursor, message_pks: Sequence[int]
     ) -> Sequence[Sequence[Any]]:
         """Return id, message_pk, address and status of the messages' recipients."""
+
+    def profile_rows(
+        self, cursor: Cursor, names: Sequence[str]
+    ) -> Sequence[Sequence[Any]]:
+        """Return the whole rows of the named profiles, the name first."""
 
     def record(
         self, cursor: Cursor, outcomes: Sequence[Outcome], worker_id: str, now: datetime
@@ -140,6 +147,15 @@ class SqliteStatements:
         )
         return cursor.fetchall()
 
+    def profile_rows(
+        self, cursor: Cursor, names: Sequence[str]
+    ) -> Sequence[Sequence[Any]]:
+        marks = ", ".join("?" * len(names))
+        cursor.execute(
+            f"SELECT name, * FROM profiles WHERE name IN ({marks})", tuple(names)
+        )
+        return cursor.fetchall()
+
     def record(
         self, cursor: Cursor, outcomes: Sequence[Outcome], worker_id: str, now: datetime
     ) -> None:
@@ -205,7 +221,7 @@ class SqliteStatements:
 
 
 # One statement and one parameter for a whole batch of outcomes: a JSON
-# array with an object per outcome, which json.dumps writes in C. psycopg
+# array with an object per outcome, which orjson writes in C. psycopg
 # would dump a Python list as an array element by element in Python. The
 # keys, also given as arrays, let the planner find the rows by index
 # whatever it estimates the JSON holds.
@@ -301,6 +317,14 @@ class PostgresStatements:
         # dbcall.py), and ORDER BY id would read the whole primary key.
         return sorted(tuple(row) for row in cursor.fetchall())
 
+    def profile_rows(
+        self, cursor: Cursor, names: Sequence[str]
+    ) -> Sequence[Sequence[Any]]:
+        cursor.execute(
+            "SELECT name, * FROM profiles WHERE name = ANY(%s::text[])", (list(names),)
+        )
+        return cursor.fetchall()
+
     def record(
         self, cursor: Cursor, outcomes: Sequence[Outcome], worker_id: str, now: datetime
     ) -> None:
@@ -338,7 +362,7 @@ class PostgresStatements:
         cursor.execute(
             _POSTGRES_RECORD,
             {
-                "outcomes": json.dumps(document),
+                "outcomes": orjson.dumps(document).decode(),
                 "message_ids": _int_array(outcome.message_pk for outcome in outcomes),
                 "recipient_ids": _int_array(
                     recipient.id

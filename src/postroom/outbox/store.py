@@ -14,6 +14,7 @@ Message-ID.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -103,6 +104,48 @@ class Outcome:
         return str(self.status)
 
 
+class ProfileCache:
+    """The profiles a worker's claims need, with the rows they were loaded from.
+
+    Every claim needs the profiles of the messages it claims. Loading one
+    through the ORM costs about as much as claiming fifty messages, so a
+    claim reads the profiles' rows with its cursor and loads again only a
+    profile whose row has changed. The objects are detached: they are read,
+    never changed or saved.
+    """
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, tuple[Sequence[Any], Profile]] = {}
+
+    def profiles(
+        self,
+        session: Session,
+        statements: OutboxStatements,
+        cursor: Cursor,
+        names: set[str],
+    ) -> dict[str, Profile]:
+        rows = {row[0]: row for row in statements.profile_rows(cursor, sorted(names))}
+        found: dict[str, Profile] = {}
+        stale = []
+        for name, row in rows.items():
+            loaded = self._loaded.get(name)
+            if loaded is not None and loaded[0] == row:
+                found[name] = loaded[1]
+            else:
+                stale.append(name)
+        if stale:
+            for profile in session.scalars(
+                select(Profile).where(Profile.name.in_(stale))
+            ):
+                found[profile.name] = profile
+                if profile.name in rows:
+                    self._loaded[profile.name] = (rows[profile.name], profile)
+        for name in names - rows.keys():
+            # Deleted: a profile created again under its name is loaded anew.
+            self._loaded.pop(name, None)
+        return found
+
+
 def _cursor(session: Session) -> Cursor:
     """Return a DB-API cursor inside the session's transaction."""
     return cast(Cursor, session.connection().connection.cursor())
@@ -131,11 +174,13 @@ def claim_due(
     limit: int,
     lease_seconds: float,
     exclude_profiles: list[str] | None = None,
+    profile_cache: ProfileCache | None = None,
 ) -> tuple[list[ClaimedMessage], dict[str, Profile]]:
     """Claim up to ``limit`` due messages; hold those whose profile cannot send.
 
     ``exclude_profiles`` names profiles this worker cannot send for now (a
     rate limit reached), whose messages stay for other workers or later.
+    ``profile_cache`` keeps the profiles between one worker's claims.
 
     Returns the claimed messages and the profiles they need, by name.
     """
@@ -159,13 +204,12 @@ def claim_due(
         start_by = now + timedelta(seconds=lease_seconds / 2)
         for message in messages:
             message.start_by = start_by
-        names = {message.profile_name for message in messages}
-        profiles = {
-            profile.name: profile
-            for profile in session.scalars(
-                select(Profile).where(Profile.name.in_(names))
-            )
-        }
+        profiles = (profile_cache or ProfileCache()).profiles(
+            session,
+            statements,
+            cursor,
+            {message.profile_name for message in messages},
+        )
         sendable = []
         for message in messages:
             reason = hold_reason(

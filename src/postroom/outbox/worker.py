@@ -38,7 +38,7 @@ from postroom.outbox.outcome import AttemptReport, decide
 from postroom.outbox.pool import ConnectionPool, SessionFactory
 from postroom.outbox.recorder import Recorder
 from postroom.outbox.retry import RetryPolicy
-from postroom.outbox.store import ClaimedMessage, Outcome
+from postroom.outbox.store import ClaimedMessage, Outcome, ProfileCache
 from postroom.outbox.wakeup import subscribe
 from postroom.runtime import Runtime
 from postroom.smtp.errors import SmtpFailure
@@ -112,6 +112,7 @@ class Worker:
         self._slots: ConnectionSlots = ConnectionSlots()
         self._is_postgres = runtime.engine.dialect.name == "postgresql"
         self._call = DatabaseCaller(runtime.engine, runtime.sessions)
+        self._profile_cache = ProfileCache()
 
     @property
     def stopping(self) -> bool:
@@ -244,6 +245,7 @@ class Worker:
             limit,
             config.lease_seconds,
             exclude_profiles=blocked,
+            profile_cache=self._profile_cache,
         )
         if not messages:
             return 0
