@@ -161,3 +161,56 @@ def test_loop_calls_skip_an_exhausted_pool(runtime: Runtime) -> None:
     assert time.monotonic() - started < 5
     assert calls == [threading.get_ident()]
     assert stored_note(runtime) == "touched"
+
+
+def backend_pid(sessions: sessionmaker[Session]) -> int:
+    with transaction(sessions) as session:
+        return int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def test_postgresql_connection_kept_until_it_fails(pg_runtime: Runtime) -> None:
+    async def main() -> tuple[int, int, int]:
+        caller = DatabaseCaller(pg_runtime.engine, pg_runtime.sessions)
+        try:
+            first = await caller(backend_pid)
+            second = await caller(backend_pid)
+            # The server ends the connection, as a restart or an idle
+            # timeout would.
+            with pg_runtime.engine.connect() as admin:
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            with pytest.raises(Exception, match=r"terminat|closed|connection"):
+                await caller(backend_pid)
+            third = await caller(backend_pid)
+        finally:
+            await caller.close()
+        return first, second, third
+
+    first, second, third = asyncio.run(main())
+
+    assert first == second
+    assert third != first
+
+
+def test_postgresql_calls_beyond_the_pool_wait_their_turn(
+    pg_runtime: Runtime,
+) -> None:
+    def sleep_then_pid(sessions: sessionmaker[Session]) -> int:
+        with transaction(sessions) as session:
+            session.execute(text("SELECT pg_sleep(0.1)"))
+        return backend_pid(sessions)
+
+    async def main() -> list[int]:
+        caller = DatabaseCaller(pg_runtime.engine, pg_runtime.sessions)
+        try:
+            return await asyncio.wait_for(
+                asyncio.gather(*(caller(sleep_then_pid) for _ in range(6))), 20
+            )
+        finally:
+            await caller.close()
+
+    pids = asyncio.run(main())
+
+    # Six calls at once over the two connections kept: none waited for a
+    # connection that was idle in the caller instead of in the pool.
+    assert len(pids) == 6
+    assert len(set(pids)) <= 2
