@@ -99,6 +99,29 @@ class Sink:
         self.process.wait(10)
 
 
+@contextmanager
+def cores_apart(sink: Sink) -> Iterator[bool]:
+    """Run the sink on the last core and this process on the others.
+
+    A provider's server does not share the sender's CPU. In runs here
+    without this, the scheduler often woke the sink on the core of the
+    process being measured, which then waited for the core. PostgreSQL's
+    processes are left where the scheduler puts them. Yields whether the
+    machine has the cores for it. Processes started meanwhile inherit
+    this process's cores, so the scenarios that start workers run after.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        yield False
+        return
+    os.sched_setaffinity(sink.process.pid, cores[-1:])
+    os.sched_setaffinity(0, cores[:-1])
+    try:
+        yield True
+    finally:
+        os.sched_setaffinity(0, cores)
+
+
 @dataclass
 class Database:
     url: str | None  # None: a SQLite file in the runtime's data directory

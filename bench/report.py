@@ -45,6 +45,17 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         "The ratio is the median of the rounds' ratios; each round runs the",
         "engine right after its ceiling, on the same messages.",
         "",
+        *(
+            [
+                "The sink runs on one core and the benchmark process, ceiling",
+                "and engine alike, on the others (`sched_setaffinity`), as a",
+                "provider's server would not share the sender's CPU.",
+                "PostgreSQL's processes run wherever the scheduler puts them.",
+                "",
+            ]
+            if all(row.get("cores_apart") for row in results["throughput"])
+            else []
+        ),
         "| database | ceiling (msg/s) | SMTP layer (msg/s) | engine (msg/s) "
         "| engine / ceiling | target |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
