@@ -8,6 +8,9 @@ import json
 import logging
 from datetime import UTC, datetime
 
+import pytest
+
+from postroom import logs
 from postroom.logs import FLUSH_DELAY_SECONDS, JsonFormatter, LineHandler
 
 
@@ -68,14 +71,17 @@ def test_line_handler_on_loop_writes_lines_together() -> None:
     assert [line["outbox_id"] for line in lines] == [0, 1, 2, 3, 4]
 
 
-def test_line_handler_writes_once_per_flush() -> None:
-    class CountingWrites(CountingStream):
-        writes = 0
+class CountingWrites(CountingStream):
+    writes = 0
 
-        def write(self, text: str) -> int:
-            self.writes += 1
-            return super().write(text)
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
 
+
+def test_line_handler_writes_once_per_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Long enough for fifty loop turns on a busy machine.
+    monkeypatch.setattr(logs, "FLUSH_DELAY_SECONDS", 1.0)
     stream = CountingWrites()
     logger = make_logger(stream)
 
@@ -83,7 +89,7 @@ def test_line_handler_writes_once_per_flush() -> None:
         for number in range(50):
             logger.info("attempt %d", number)
             await asyncio.sleep(0)
-        await asyncio.sleep(FLUSH_DELAY_SECONDS * 2)
+        await asyncio.sleep(1.5)
 
     asyncio.run(main())
 
@@ -161,3 +167,39 @@ def test_json_values_without_a_json_type() -> None:
     assert line["at"] == "2026-12-05 04:00:00+00:00"
     assert line["by_code"] == {"421": "closed"}
     assert line["huge"] == 2**70
+
+
+def test_line_handler_writes_errors_at_once() -> None:
+    stream = CountingWrites()
+    logger = make_logger(stream)
+
+    async def main() -> str:
+        logger.info("before")
+        logger.error("failed")
+        return stream.flushed
+
+    flushed = asyncio.run(main())
+
+    # The error goes out at once, with the line waiting before it.
+    messages = [json.loads(line)["message"] for line in flushed.splitlines()]
+    assert messages == ["before", "failed"]
+    assert stream.writes == 1
+
+
+def test_write_pending_lines_at_loop_end() -> None:
+    stream = CountingStream()
+    logger = make_logger(stream)
+    logging.getLogger().addHandler(logger.handlers[0])
+
+    async def main() -> None:
+        logger.info("last attempt")
+        logs.write_pending_lines()
+
+    try:
+        asyncio.run(main())
+    finally:
+        logging.getLogger().removeHandler(logger.handlers[0])
+
+    assert [json.loads(line)["message"] for line in stream.flushed.splitlines()] == [
+        "last attempt"
+    ]

@@ -101,7 +101,8 @@ class LineHandler(logging.StreamHandler[IO[str]]):
     written to the stream with one write and one flush, at most
     FLUSH_DELAY_SECONDS after the first of them. Standard error is line
     buffered, so writing each line on its own would be a system call per
-    line. Elsewhere each line is written and flushed at once.
+    line. Elsewhere each line is written and flushed at once, and so is a
+    line at ERROR or above, after the lines before it.
     """
 
     def __init__(self, stream: IO[str]) -> None:
@@ -120,13 +121,17 @@ class LineHandler(logging.StreamHandler[IO[str]]):
             return
         # Handler.handle() holds the lock here.
         self._lines.append(line)
-        self.flush()
+        if record.levelno >= logging.ERROR:
+            # It may be the last line before a crash.
+            self.write_pending()
+        else:
+            self.flush()
 
     def flush(self) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._write()
+            self.write_pending()
             return
         if self._flush_on is not loop:
             self._flush_on = loop
@@ -134,9 +139,10 @@ class LineHandler(logging.StreamHandler[IO[str]]):
 
     def _flush_now(self) -> None:
         self._flush_on = None
-        self._write()
+        self.write_pending()
 
-    def _write(self) -> None:
+    def write_pending(self) -> None:
+        """Write the lines waiting for a flush now, and flush the stream."""
         with self.lock or contextlib.nullcontext():
             if self._lines:
                 text = "".join(self._lines)
@@ -151,8 +157,19 @@ class LineHandler(logging.StreamHandler[IO[str]]):
             super().flush()
 
     def close(self) -> None:
-        self._write()
+        self.write_pending()
         super().close()
+
+
+def write_pending_lines() -> None:
+    """Write the lines that wait in the root logger's handlers now.
+
+    For the end of an event loop: a scheduled flush runs only while its
+    loop does.
+    """
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, LineHandler):
+            handler.write_pending()
 
 
 def configure_logging(

@@ -173,6 +173,9 @@ def test_postgresql_connection_kept_until_it_fails(pg_runtime: Runtime) -> None:
         caller = DatabaseCaller(pg_runtime.engine, pg_runtime.sessions)
         try:
             first = await caller(backend_pid)
+            # Kept by the caller, not given back to the pool.
+            assert caller._async_engine is not None
+            assert caller._async_engine.sync_engine.pool.checkedout() == 1  # type: ignore[attr-defined]
             second = await caller(backend_pid)
             # The server ends the connection, as a restart or an idle
             # timeout would.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select, text
 
 from postroom.domain.db import transaction
 from postroom.domain.models import Profile
 from postroom.outbox import store
+from postroom.outbox.statements import statements_for
 from postroom.runtime import Runtime
 
 from .helpers import add_profile, queue, view
@@ -70,3 +72,18 @@ def test_deactivated_profile_holds_what_is_claimed_next(any_runtime: Runtime) ->
     assert claimed_after == []
     assert view(any_runtime, sent[0].id)["status"] == "sending"
     assert view(any_runtime, later)["status"] == "held"
+
+
+def test_profile_kept_after_a_rolled_back_claim(any_runtime: Runtime) -> None:
+    add_profile(any_runtime, 2525)
+    cache = store.ProfileCache()
+
+    # Loaded in a claim whose transaction then fails and is rolled back.
+    with pytest.raises(RuntimeError), transaction(any_runtime.sessions) as session:
+        dialect = session.get_bind().dialect.name
+        cursor = store._cursor(session)
+        cache.profiles(session, statements_for(dialect), cursor, {"Orders"})
+        raise RuntimeError("the claim failed after loading the profile")
+    _messages, profiles = claim_one(any_runtime, cache)
+
+    assert profiles["Orders"].port == 2525

@@ -24,6 +24,7 @@ work in it, so the engine keeps these calls on the event loop:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from functools import partial
 from typing import Concatenate, ParamSpec, TypeVar
@@ -69,7 +70,8 @@ class DatabaseCaller:
         # PostgreSQL connections kept between calls. Taking one from the pool
         # and giving it back cost a third of a small call's CPU time.
         self._idle: list[AsyncConnection] = []
-        self._connections = asyncio.Semaphore(_ASYNC_POOL_SIZE)
+        # Made with the engine, on the loop that uses them.
+        self._connections: asyncio.Semaphore | None = None
 
     async def __call__(
         self, function: StoreFunction[P, T], *args: P.args, **kwargs: P.kwargs
@@ -102,8 +104,10 @@ class DatabaseCaller:
     async def _on_async_connection(
         self, function: StoreFunction[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        if self._async_engine is None:
+        if self._async_engine is None or self._connections is None:
             self._async_engine = _autocommit_engine(self._engine)
+            self._connections = asyncio.Semaphore(_ASYNC_POOL_SIZE)
+        engine = self._async_engine
 
         def run(connection: Connection) -> T:
             return function(
@@ -113,17 +117,21 @@ class DatabaseCaller:
         # No more calls at once than the pool has connections, because a call
         # waiting for the pool would wait for a connection kept here.
         async with self._connections:
-            connection = (
-                self._idle.pop() if self._idle else await self._async_engine.connect()
-            )
+            connection = self._idle.pop() if self._idle else await engine.connect()
             try:
                 result = await connection.run_sync(run)
             except BaseException:
                 # Back to the pool, which resets the connection or, if it
                 # broke, discards it and opens another for the next call.
-                await asyncio.shield(connection.close())
+                # The call's own error is the one to raise.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(connection.close())
                 raise
-            self._idle.append(connection)
+            if self._async_engine is engine:
+                self._idle.append(connection)
+            else:
+                # close() ran meanwhile and disposed of the engine.
+                await connection.close()
             return result
 
     async def close(self) -> None:
@@ -132,6 +140,7 @@ class DatabaseCaller:
         if self._async_engine is not None:
             await self._async_engine.dispose()
             self._async_engine = None
+            self._connections = None
         if self._loop_engine is not None:
             self._loop_engine.dispose()
             self._loop_engine = None

@@ -137,6 +137,9 @@ class ProfileCache:
             for profile in session.scalars(
                 select(Profile).where(Profile.name.in_(stale))
             ):
+                # Detached now, so that a rollback of this claim cannot expire
+                # it while it is kept.
+                session.expunge(profile)
                 found[profile.name] = profile
                 if profile.name in rows:
                     self._loaded[profile.name] = (rows[profile.name], profile)

@@ -23,6 +23,7 @@ from postroom.clock import utcnow
 from postroom.crypto import SecretKeyError
 from postroom.diagnosis.engine import Diagnosis, explain
 from postroom.domain.models import MessageStatus, Profile
+from postroom.logs import write_pending_lines
 from postroom.oauth.tokens import profile_connection_settings
 from postroom.outbox import metrics, store
 from postroom.outbox.dbcall import DatabaseCaller
@@ -183,6 +184,9 @@ class Worker:
             await self._call.close()
             if not until_idle:
                 log.info("delivery worker stopped", extra={"worker": self.worker_id})
+            # The loop may end before its pending log lines are written, and
+            # whatever runs next should find them out already.
+            write_pending_lines()
 
     async def _loop(self, stop: asyncio.Event, until_idle: bool) -> None:
         config = self.runtime.settings
