@@ -203,3 +203,18 @@ def test_write_pending_lines_at_loop_end() -> None:
     assert [json.loads(line)["message"] for line in stream.flushed.splitlines()] == [
         "last attempt"
     ]
+
+
+def test_closed_stream_does_not_fail_the_writer() -> None:
+    stream = CountingStream()
+    logger = make_logger(stream)
+    handler = logger.handlers[0]
+    assert isinstance(handler, LineHandler)
+
+    async def main() -> None:
+        logger.info("after the stream closed")
+        stream.close()
+        # A worker writes what waits when it stops; that must not raise.
+        handler.write_pending()
+
+    asyncio.run(main())

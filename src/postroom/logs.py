@@ -144,17 +144,22 @@ class LineHandler(logging.StreamHandler[IO[str]]):
     def write_pending(self) -> None:
         """Write the lines waiting for a flush now, and flush the stream."""
         with self.lock or contextlib.nullcontext():
-            if self._lines:
-                text = "".join(self._lines)
-                self._lines.clear()
-                try:
-                    self.stream.write(text)
-                except Exception:
-                    # The stream is broken; the lines are lost, as the
-                    # standard handler would lose each of them.
-                    self.handleError(logging.makeLogRecord({"msg": text}))
-                    return
-            super().flush()
+            text = "".join(self._lines)
+            self._lines.clear()
+            if not text:
+                # Nothing is lost when a closed stream cannot flush, as at
+                # exit after a test closed it, so nothing is reported.
+                with contextlib.suppress(OSError, ValueError):
+                    super().flush()
+                return
+            try:
+                self.stream.write(text)
+                super().flush()
+            except Exception:
+                # The stream is broken or closed: the lines are lost and
+                # reported as the standard handler reports each lost line.
+                # Raising here would fail the caller, a worker that stops.
+                self.handleError(logging.makeLogRecord({"msg": text}))
 
     def close(self) -> None:
         self.write_pending()
