@@ -214,7 +214,8 @@ def test_closed_stream_does_not_fail_the_writer() -> None:
     async def main() -> None:
         logger.info("after the stream closed")
         stream.close()
-        # A worker writes what waits when it stops; that must not raise.
+        # A worker writes the waiting lines when it stops, which must not
+        # raise.
         handler.write_pending()
 
     asyncio.run(main())

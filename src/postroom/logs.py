@@ -147,8 +147,8 @@ class LineHandler(logging.StreamHandler[IO[str]]):
             text = "".join(self._lines)
             self._lines.clear()
             if not text:
-                # Nothing is lost when a closed stream cannot flush, as at
-                # exit after a test closed it, so nothing is reported.
+                # With no lines waiting, nothing is lost when a closed stream
+                # cannot flush (at exit, after a test closed it).
                 with contextlib.suppress(OSError, ValueError):
                     super().flush()
                 return

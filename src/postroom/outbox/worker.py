@@ -184,8 +184,8 @@ class Worker:
             await self._call.close()
             if not until_idle:
                 log.info("delivery worker stopped", extra={"worker": self.worker_id})
-            # The loop may end before its pending log lines are written, and
-            # whatever runs next should find them out already.
+            # The loop may end before its waiting log lines are written, so
+            # they are written now, before whatever runs next prints.
             write_pending_lines()
 
     async def _loop(self, stop: asyncio.Event, until_idle: bool) -> None:
