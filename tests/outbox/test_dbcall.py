@@ -194,7 +194,7 @@ def test_postgresql_connection_kept_until_it_fails(pg_runtime: Runtime) -> None:
     assert third != first
 
 
-def test_postgresql_calls_beyond_the_pool_wait_their_turn(
+def test_calls_beyond_pool_size_wait(
     pg_runtime: Runtime,
 ) -> None:
     def sleep_then_pid(sessions: sessionmaker[Session]) -> int:

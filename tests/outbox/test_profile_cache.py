@@ -57,7 +57,7 @@ def test_changed_profile_is_loaded_again(any_runtime: Runtime) -> None:
     assert third["Orders"].port == 2727
 
 
-def test_deactivated_profile_holds_what_is_claimed_next(any_runtime: Runtime) -> None:
+def test_deactivated_profile_holds_later_claims(any_runtime: Runtime) -> None:
     add_profile(any_runtime, 2525)
     cache = store.ProfileCache()
     sent, _profiles = claim_one(any_runtime, cache)
@@ -74,7 +74,7 @@ def test_deactivated_profile_holds_what_is_claimed_next(any_runtime: Runtime) ->
     assert view(any_runtime, later)["status"] == "held"
 
 
-def test_profile_kept_after_a_rolled_back_claim(any_runtime: Runtime) -> None:
+def test_profile_kept_after_rolled_back_claim(any_runtime: Runtime) -> None:
     add_profile(any_runtime, 2525)
     cache = store.ProfileCache()
 

@@ -141,8 +141,7 @@ class ProfileCache:
                 # it while it is kept.
                 session.expunge(profile)
                 found[profile.name] = profile
-                if profile.name in rows:
-                    self._loaded[profile.name] = (rows[profile.name], profile)
+                self._loaded[profile.name] = (rows[profile.name], profile)
         for name in names - rows.keys():
             # Deleted: a profile created again under its name is loaded anew.
             self._loaded.pop(name, None)

@@ -127,7 +127,7 @@ class _StepContext:
         step = self._step.value
         elapsed = (time.perf_counter() - self._started) * 1000
         timings[step] = timings.get(step, 0.0) + elapsed
-        # A cancellation is not a failure of the step: it goes on as it is.
+        # A cancellation is not a failure of the step, so it propagates unchanged.
         if isinstance(exc, Exception):
             raise self._session._failure(self._step, exc) from exc
 
@@ -335,7 +335,7 @@ class SmtpSession:
 
     @property
     def size_limit(self) -> int | None:
-        # Read for every message sent: no copy of the extensions.
+        # Read for every message sent, so the extensions are not copied.
         value = self._client.esmtp_extensions.get("size", "") if self._client else ""
         return int(value) if value.isdigit() and int(value) > 0 else None
 
