@@ -29,7 +29,7 @@ _RECORD_ATTRIBUTES = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 # Values JSON has no type for are written as str() gives them, dates and
 # dataclasses included, whichever encoder writes the line.
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-# For what orjson refuses: keys that are not strings, integers beyond 64
+# For what orjson rejects: keys that are not strings, integers beyond 64
 # bits. Made once: json.dumps with options builds an encoder on every call.
 _ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
 
