@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -99,27 +99,94 @@ class Sink:
         self.process.wait(10)
 
 
+class Cores:
+    """The benchmark process's cores and the core its peers run on."""
+
+    def __init__(self, own: list[int], peer: list[int]) -> None:
+        self.own = own
+        self.peer = peer
+
+    @contextmanager
+    def server_apart(self, postmaster: int | None) -> Iterator[bool]:
+        """Run a local PostgreSQL server's processes on the peers' core.
+
+        A worker's database server runs on a machine of its own, or at
+        least on cores the worker does not use. Connections opened meanwhile
+        inherit the core from the postmaster. Yields whether the processes
+        could be moved; they get their cores back on exit.
+        """
+        if postmaster is None:
+            yield False
+            return
+        try:
+            original = sorted(os.sched_getaffinity(postmaster))
+        except OSError:
+            yield False
+            return
+        try:
+            _move_process_tree(postmaster, self.peer)
+        except OSError:
+            _move_process_tree(postmaster, original)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            _move_process_tree(postmaster, original)
+
+
 @contextmanager
-def cores_apart(sink: Sink) -> Iterator[bool]:
+def cores_apart(sink: Sink) -> Iterator[Cores | None]:
     """Run the sink on the last core and this process on the others.
 
     A provider's server does not share the sender's CPU. In runs here
     without this, the scheduler often woke the sink on the core of the
-    process being measured, which then waited for the core. PostgreSQL's
-    processes are left where the scheduler puts them. Yields whether the
-    machine has the cores for it. Processes started meanwhile inherit
-    this process's cores, so the scenarios that start workers run after.
+    process being measured, which then waited for the core. Yields None
+    if the machine has too few cores for it. Processes started meanwhile
+    inherit this process's cores, so the scenarios that start workers run
+    after.
     """
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
-        yield False
+        yield None
         return
     os.sched_setaffinity(sink.process.pid, cores[-1:])
     os.sched_setaffinity(0, cores[:-1])
     try:
-        yield True
+        yield Cores(cores[:-1], cores[-1:])
     finally:
         os.sched_setaffinity(0, cores)
+
+
+def _parent_pid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise ProcessLookupError(pid)
+
+
+def _move_process_tree(parent: int, cores: list[int]) -> None:
+    """Set the cores of a process and of its children; skip those that ended."""
+    os.sched_setaffinity(parent, cores)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with suppress(ProcessLookupError, FileNotFoundError):
+            if _parent_pid(int(entry.name)) == parent:
+                os.sched_setaffinity(int(entry.name), cores)
+
+
+def postgres_postmaster(runtime: Runtime) -> int | None:
+    """The pid of the runtime's PostgreSQL server, if it runs on this machine."""
+    with runtime.engine.connect() as connection:
+        backend = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    try:
+        postmaster = _parent_pid(backend)
+        name = Path(f"/proc/{postmaster}/comm").read_text().strip()
+    except OSError:
+        # In another container or on another machine.
+        return None
+    return postmaster if name in ("postgres", "postmaster") else None
 
 
 @dataclass

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
 from harness import ROOT
 
 
+def _rounds(ceilings: list[float], engines: list[float]) -> str:
+    return ", ".join(
+        f"{e:.0f}/{c:.0f} = {e / c:.2f}" for c, e in zip(ceilings, engines, strict=True)
+    )
+
+
+def median_ratio(ceilings: list[float], engines: list[float]) -> float:
+    """The median of the rounds' ratios. Each round's engine runs follow its
+    ceiling run at once, so the ratio within a round is the least disturbed
+    by load that drifts."""
+    return statistics.median(e / c for c, e in zip(ceilings, engines, strict=True))
+
+
 def write_report(results: dict[str, Any], path: Path) -> None:
     args = results["args"]
+    shared = any(row.get("shared") for row in results["throughput"])
     lines = [
         "# Benchmarks",
         "",
@@ -50,10 +65,23 @@ def write_report(results: dict[str, Any], path: Path) -> None:
                 "The sink runs on one core and the benchmark process, ceiling",
                 "and engine alike, on the others (`sched_setaffinity`), as a",
                 "provider's server would not share the sender's CPU.",
-                "PostgreSQL's processes run wherever the scheduler puts them.",
                 "",
             ]
             if all(row.get("cores_apart") for row in results["throughput"])
+            else []
+        ),
+        *(
+            [
+                "On PostgreSQL the database server's processes run on the",
+                "sink's core while the engine runs, as a worker's database",
+                "server runs on a machine of its own, or at least on cores",
+                "the worker does not use. Each round then runs the engine",
+                "again with the server's processes wherever the scheduler",
+                "puts them, so sharing the engine's core: that figure is",
+                "reported below the table, and the target is not judged on it.",
+                "",
+            ]
+            if shared
             else []
         ),
         "| database | ceiling (msg/s) | SMTP layer (msg/s) | engine (msg/s) "
@@ -67,12 +95,15 @@ def write_report(results: dict[str, Any], path: Path) -> None:
             f"{row['engine']:.0f} | {row['ratio']:.3f} | ≥ 0.80: {verdict} |"
         )
     for row in results["throughput"]:
-        rounds = ", ".join(
-            f"{e:.0f}/{c:.0f} = {e / c:.2f}"
-            for c, e in zip(row["ceilings"], row["engines"], strict=True)
-        )
-        lines.append("")
-        lines.append(f"Rounds on {row['database']} (engine/ceiling): {rounds}.")
+        rounds = _rounds(row["ceilings"], row["engines"])
+        lines += ["", f"Rounds on {row['database']} (engine/ceiling): {rounds}."]
+        if row.get("shared"):
+            lines += [
+                "",
+                f"Rounds on {row['database']} with the server's processes on "
+                f"any core: {_rounds(row['ceilings'], row['shared'])}; median "
+                f"ratio {median_ratio(row['ceilings'], row['shared']):.3f}.",
+            ]
 
     scale = results["scale_out"]
     verdict = "met" if scale["ratio"] >= 1.8 else "missed"
