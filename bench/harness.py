@@ -25,7 +25,7 @@ from postroom.config import Settings
 from postroom.crypto import generate_key
 from postroom.domain import profiles
 from postroom.domain.db import transaction
-from postroom.domain.models import MessageStatus, OutboxMessage
+from postroom.domain.models import MessageStatus, OutboxMessage, Security
 from postroom.logs import configure_logging as postroom_logging
 from postroom.mime.build import MessageDraft, build_message
 from postroom.outbox.queue import store_message
@@ -250,7 +250,7 @@ def set_profile(runtime: Runtime, port: int, connections: int) -> None:
             name="Bench",
             host="127.0.0.1",
             port=port,
-            security="none",
+            security=Security.NONE,
             from_address="Shop <orders@example.com>",
             ehlo_name="bench.example.com",
             max_connections=connections,

@@ -288,6 +288,7 @@ class ScriptedServer:
     ) -> None:
         mail_from: str | None = None
         rcpt_tos: list[str] = []
+        reply: str | Delay | Raw | None
         while True:
             line = await reader.readline()
             if not line:
