@@ -7,13 +7,14 @@ import sqlite3
 import threading
 import time
 
+import psycopg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.domain.db import transaction
-from postroom.outbox.dbcall import DatabaseCaller
+from postroom.outbox.dbcall import _ASYNC_POOL_SIZE, DatabaseCaller, PostgresConnection
 from postroom.runtime import Runtime
 
 
@@ -194,6 +195,29 @@ def test_postgresql_connection_kept_until_it_fails(pg_runtime: Runtime) -> None:
     assert third != first
 
 
+def test_outcome_connection_reopened_after_drop(pg_runtime: Runtime) -> None:
+    async def main() -> tuple[int, int, int]:
+        connection = PostgresConnection(pg_runtime.engine.url)
+        try:
+            [(first,)] = await connection.execute("SELECT pg_backend_pid()")
+            [(second,)] = await connection.execute("SELECT pg_backend_pid()")
+            with pg_runtime.engine.connect() as admin:
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            with pytest.raises(psycopg.OperationalError):
+                await connection.execute("SELECT pg_backend_pid()")
+            [(third,)] = await connection.execute("SELECT pg_backend_pid()")
+        finally:
+            await connection.close()
+        return first, second, third
+
+    first, second, third = asyncio.run(main())
+
+    # Kept between statements; after the server dropped it, the failed
+    # statement closed it and the next one opened another.
+    assert first == second
+    assert third != first
+
+
 def test_calls_beyond_pool_size_wait(
     pg_runtime: Runtime,
 ) -> None:
@@ -213,7 +237,7 @@ def test_calls_beyond_pool_size_wait(
 
     pids = asyncio.run(main())
 
-    # Six calls at once over the two connections kept: none waited for a
+    # Six calls at once over the connections kept: none waited for a
     # connection that was idle in the caller instead of in the pool.
     assert len(pids) == 6
-    assert len(set(pids)) <= 2
+    assert len(set(pids)) <= _ASYNC_POOL_SIZE

@@ -7,15 +7,15 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from postroom.clock import utcnow
 from postroom.domain.db import transaction
 from postroom.domain.models import MessageStatus, OutboxMessage
 from postroom.domain.usage import ProfileUsage
-from postroom.outbox import store
+from postroom.outbox.store import Outcome
 from postroom.outbox.worker import Worker
 from postroom.runtime import Runtime
 from tests.conftest import make_runtime
@@ -362,7 +362,9 @@ def test_rate_limit_counts_each_split_transaction(
 
 
 def test_claims_continue_while_commits_wait(
-    tmp_path: Path, start_scripted: Callable[..., ScriptedServer]
+    tmp_path: Path,
+    start_scripted: Callable[..., ScriptedServer],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Each sender may run 10 messages ahead of its commits, so a worker
     # whose commits are slow still claims and sends beyond its batches.
@@ -380,16 +382,14 @@ def test_claims_continue_while_commits_wait(
 
         async def send_with_commits_held() -> int:
             worker = Worker(runtime)
-            real_call = worker._call
+            record = worker._call.record_outcomes
             commits = asyncio.Event()
 
-            async def held(function: Any, *args: Any, **kwargs: Any) -> Any:
-                if function is store.record_outcomes:
-                    await commits.wait()
-                return await real_call(function, *args, **kwargs)
+            async def held(outcomes: list[Outcome], worker_id: str) -> None:
+                await commits.wait()
+                await record(outcomes, worker_id)
 
-            held.close = real_call.close  # type: ignore[attr-defined]
-            worker._call = held  # type: ignore[assignment]
+            monkeypatch.setattr(worker._call, "record_outcomes", held)
             draining = asyncio.create_task(worker.drain())
             # Less than the worker's poll interval: claims must follow the
             # senders, not the clock.

@@ -26,7 +26,7 @@ from postroom.domain.models import (
     RecipientStatus,
 )
 from postroom.outbox import store
-from postroom.outbox.dbcall import DatabaseCaller
+from postroom.outbox.dbcall import DatabaseCaller, PostgresConnection
 from postroom.outbox.statements import PostgresStatements
 from postroom.outbox.store import Outcome, RecipientUpdate
 from postroom.runtime import Runtime
@@ -64,7 +64,21 @@ def outcome_for(message_pk: int, recipient_ids: list[int]) -> Outcome:
     )
 
 
-def test_outcome_rows_read_back_unchanged(any_runtime: Runtime) -> None:
+def record_on_loop(runtime: Runtime, outcomes: list[Outcome], worker_id: str) -> None:
+    """Record as the worker does: on PostgreSQL without SQLAlchemy."""
+
+    async def main() -> None:
+        caller = DatabaseCaller(runtime.engine, runtime.sessions)
+        try:
+            await caller.record_outcomes(outcomes, worker_id)
+        finally:
+            await caller.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("writer", ["store", "worker"])
+def test_outcome_rows_read_back_unchanged(any_runtime: Runtime, writer: str) -> None:
     add_profile(any_runtime, 2525)
     message_pk = queue(any_runtime, to=["a@example.com", "b@example.com"])
     with any_runtime.sessions() as session:
@@ -76,9 +90,11 @@ def test_outcome_rows_read_back_unchanged(any_runtime: Runtime) -> None:
             )
         )
 
-    store.record_outcomes(
-        any_runtime.sessions, [outcome_for(message_pk, recipient_ids)], "worker-1"
-    )
+    outcomes = [outcome_for(message_pk, recipient_ids)]
+    if writer == "store":
+        store.record_outcomes(any_runtime.sessions, outcomes, "worker-1")
+    else:
+        record_on_loop(any_runtime, outcomes, "worker-1")
 
     with any_runtime.sessions() as session:
         message = session.get(OutboxMessage, message_pk)
@@ -226,7 +242,18 @@ def test_engine_connections_commit_without_waiting(any_runtime: Runtime) -> None
         finally:
             await caller.close()
 
+    async def outcome_connection_settings() -> tuple[str, str]:
+        connection = PostgresConnection(any_runtime.engine.url)
+        try:
+            [(commit,)] = await connection.execute("SHOW synchronous_commit")
+            [(first,)] = await connection.execute("SELECT txid_current()")
+            [(second,)] = await connection.execute("SELECT txid_current()")
+        finally:
+            await connection.close()
+        return commit, "autocommit" if first != second else "one transaction"
+
     assert asyncio.run(main()) == ("off", "autocommit")
+    assert asyncio.run(outcome_connection_settings()) == ("off", "autocommit")
     # Connections of the shared pool keep the server's defaults.
     assert settings(any_runtime.sessions) == ("on", "one transaction")
 
@@ -308,8 +335,23 @@ def test_engine_connections_keep_url_options(any_runtime: Runtime) -> None:
         finally:
             await caller.close()
 
+    async def outcome_connection_settings() -> list[tuple[Any, ...]]:
+        connection = PostgresConnection(url)
+        try:
+            return await connection.execute(
+                "SELECT current_setting('application_name'), "
+                "current_setting('synchronous_commit'), "
+                "current_setting('enable_seqscan'), "
+                "current_setting('plan_cache_mode')"
+            )
+        finally:
+            await connection.close()
+
     try:
         assert asyncio.run(main()) == ("postroom_options_test", "off")
+        assert asyncio.run(outcome_connection_settings()) == [
+            ("postroom_options_test", "off", "off", "force_generic_plan")
+        ]
     finally:
         engine.dispose()
 
@@ -352,24 +394,13 @@ def test_engine_statements_plan_index_reads(
             ).scalars()
         )
     statements = PostgresStatements()
+    now = datetime.now(UTC)
 
     def explain(sessions: SessionFactory) -> list[str]:
         with transaction(sessions) as session:
             cursor = _ExplainingCursor(session.connection().connection.cursor())
-            now = datetime.now(UTC)
             statements.claim(cursor, "w", 50, now, now, [])
             statements.recipients(cursor, message_pks)
-            statements.record(
-                cursor,
-                [
-                    outcome_for(message_pk, [recipient_id, recipient_id])
-                    for message_pk, recipient_id in zip(
-                        message_pks, recipient_ids, strict=True
-                    )
-                ],
-                "w",
-                now,
-            )
         return cursor.plans
 
     async def main() -> list[str]:
@@ -379,7 +410,27 @@ def test_engine_statements_plan_index_reads(
         finally:
             await caller.close()
 
-    claim, recipients, record = asyncio.run(main())
+    async def explain_record() -> str:
+        # On the connection the worker records outcomes with.
+        sql, parameters = statements.record_statement(
+            [
+                outcome_for(message_pk, [recipient_id, recipient_id])
+                for message_pk, recipient_id in zip(
+                    message_pks, recipient_ids, strict=True
+                )
+            ],
+            "w",
+            now,
+        )
+        connection = PostgresConnection(any_runtime.engine.url)
+        try:
+            rows = await connection.execute("EXPLAIN " + sql, parameters)
+        finally:
+            await connection.close()
+        return "\n".join(row[0] for row in rows)
+
+    claim, recipients = asyncio.run(main())
+    record = asyncio.run(explain_record())
 
     # The claim reads the due messages in order from the partial index and
     # stops after its limit, rather than reading and sorting them all.

@@ -14,11 +14,16 @@ work in it, so the engine keeps these calls on the event loop:
   asyncio connection. The same synchronous store functions run on the loop,
   and each network wait lets the loop send meanwhile. These connections
   are the engine's own and run in autocommit mode, with commits that do
-  not wait for the disk (see store.py): a batch of outcomes is one
-  statement and one round trip, with no BEGIN, SET or COMMIT around it.
-  Every statement the store functions run here must therefore leave the
-  database consistent on its own. A connection is kept from one call to
-  the next, and goes back to the pool only when a call fails.
+  not wait for the disk (see store.py). Every statement the store
+  functions run here must therefore leave the database consistent on its
+  own. A connection is kept from one call to the next, and goes back to
+  the pool only when a call fails.
+- PostgreSQL outcome commits, the most frequent call, skip SQLAlchemy:
+  the statement runs on a psycopg asyncio connection with the same
+  settings (PostgresConnection). A batch of outcomes is one statement and
+  one round trip, with no BEGIN, SET or COMMIT around it. Without
+  SQLAlchemy's greenlet, Session and cursor adapter, the engine used
+  about a tenth less CPU time per message in the benchmark.
 """
 
 from __future__ import annotations
@@ -27,13 +32,15 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from functools import partial
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, Engine, event
+import psycopg
+from sqlalchemy import URL, Connection, Engine, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from postroom.clock import utcnow
 from postroom.domain.db import (
     SYNCHRONOUS_COMMIT_OFF,
     SessionFactory,
@@ -42,6 +49,9 @@ from postroom.domain.db import (
     session_factory,
     sqlite_without_lock_wait,
 )
+from postroom.outbox import store
+from postroom.outbox.limits import libpq_url
+from postroom.outbox.statements import POSTGRES
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -72,6 +82,22 @@ class DatabaseCaller:
         self._idle: list[AsyncConnection] = []
         # Made with the engine, on the loop that uses them.
         self._connections: asyncio.Semaphore | None = None
+        self._outcome_connection = (
+            PostgresConnection(engine.url)
+            if engine.dialect.name == "postgresql"
+            else None
+        )
+
+    async def record_outcomes(
+        self, outcomes: list[store.Outcome], worker_id: str
+    ) -> None:
+        """Commit a batch of outcomes in one transaction."""
+        if self._outcome_connection is None:
+            await self(store.record_outcomes, outcomes, worker_id)
+        elif outcomes:
+            await self._outcome_connection.execute(
+                *POSTGRES.record_statement(outcomes, worker_id, utcnow())
+            )
 
     async def __call__(
         self, function: StoreFunction[P, T], *args: P.args, **kwargs: P.kwargs
@@ -135,6 +161,8 @@ class DatabaseCaller:
             return result
 
     async def close(self) -> None:
+        if self._outcome_connection is not None:
+            await self._outcome_connection.close()
         while self._idle:
             await self._idle.pop().close()
         if self._async_engine is not None:
@@ -162,29 +190,36 @@ _INDEX_ONLY_PLANS = (
 )
 
 
-# Claims and outcome commits, which may run at the same time.
-_ASYNC_POOL_SIZE = 2
+# For claims, which a worker runs one at a time. Outcome commits have a
+# connection of their own.
+_ASYNC_POOL_SIZE = 1
 
 
-def _autocommit_engine(engine: Engine) -> AsyncEngine:
-    url = engine.url
+def _engine_options(url: URL) -> str:
+    """Return the libpq options of the engine's own connections.
+
+    Options set in the database URL come first, then this module's.
+    """
     configured = url.query.get("options", ())
-    options = " ".join(
+    return " ".join(
         [
             *((configured,) if isinstance(configured, str) else configured),
             "-c synchronous_commit=off",
             *_INDEX_ONLY_PLANS,
         ]
     )
+
+
+def _autocommit_engine(engine: Engine) -> AsyncEngine:
     # No pre-ping: it would cost a round trip per call. A connection that
     # died since its last use fails its call, which the recorder and the
     # claim loop retry, and the pool replaces it.
     async_engine = create_async_engine(
-        url.difference_update_query(["options"]),
+        engine.url.difference_update_query(["options"]),
         pool_size=_ASYNC_POOL_SIZE,
         max_overflow=0,
         isolation_level="AUTOCOMMIT",
-        connect_args={"options": options},
+        connect_args={"options": _engine_options(engine.url)},
     )
 
     def mark(_dbapi_connection: object, record: ConnectionPoolEntry) -> None:
@@ -192,3 +227,50 @@ def _autocommit_engine(engine: Engine) -> AsyncEngine:
 
     event.listen(async_engine.sync_engine, "connect", mark)
     return async_engine
+
+
+class PostgresConnection:
+    """A psycopg asyncio connection of the engine's own, without SQLAlchemy.
+
+    It has the settings of the engine's other connections: autocommit,
+    commits that do not wait for the disk, index-only plans. It is opened
+    on first use and kept. A statement that fails closes it, so the next
+    one opens a new connection, as the pool does for the others. Statements
+    run one at a time: psycopg serializes the operations of a connection.
+    """
+
+    def __init__(self, url: URL) -> None:
+        self._conninfo = libpq_url(
+            url.difference_update_query(["options"]).render_as_string(
+                hide_password=False
+            )
+        )
+        self._options = _engine_options(url)
+        self._connection: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+
+    async def execute(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement; return its rows, if it returns any."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            connection = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, options=self._options
+            )
+            self._connection = connection
+        try:
+            async with connection.cursor() as cursor:
+                await cursor.execute(sql, parameters)
+                return await cursor.fetchall() if cursor.description else []
+        except BaseException:
+            # A failed or cancelled statement leaves the connection in an
+            # unknown state. The statement's own error is the one to raise.
+            self._connection = None
+            with contextlib.suppress(Exception):
+                await asyncio.shield(connection.close())
+            raise
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await connection.close()

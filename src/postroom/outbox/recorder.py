@@ -15,7 +15,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from postroom.outbox import store
 from postroom.outbox.dbcall import DatabaseCaller
 from postroom.outbox.store import Outcome
 
@@ -95,10 +94,8 @@ class Recorder:
             batch = self._pending[:_MAX_BATCH]
             del self._pending[:_MAX_BATCH]
             try:
-                await self._call(
-                    store.record_outcomes,
-                    [outcome for outcome, _future in batch],
-                    self._worker_id,
+                await self._call.record_outcomes(
+                    [outcome for outcome, _future in batch], self._worker_id
                 )
             except Exception as exc:
                 log.error(

@@ -328,6 +328,15 @@ class PostgresStatements:
     def record(
         self, cursor: Cursor, outcomes: Sequence[Outcome], worker_id: str, now: datetime
     ) -> None:
+        cursor.execute(*self.record_statement(outcomes, worker_id, now))
+
+    def record_statement(
+        self, outcomes: Sequence[Outcome], worker_id: str, now: datetime
+    ) -> tuple[str, dict[str, Any]]:
+        """Return the statement that records the outcomes, and its parameters.
+
+        For connections that do not offer a DB-API cursor (see dbcall.py).
+        """
         document = [
             {
                 "id": outcome.message_pk,
@@ -359,7 +368,7 @@ class PostgresStatements:
             }
             for outcome in outcomes
         ]
-        cursor.execute(
+        return (
             _POSTGRES_RECORD,
             {
                 "outcomes": orjson.dumps(document).decode(),
@@ -375,9 +384,9 @@ class PostgresStatements:
         )
 
 
-_POSTGRES = PostgresStatements()
-_SQLITE = SqliteStatements()
+POSTGRES = PostgresStatements()
+SQLITE = SqliteStatements()
 
 
 def statements_for(dialect: str) -> OutboxStatements:
-    return _POSTGRES if dialect == "postgresql" else _SQLITE
+    return POSTGRES if dialect == "postgresql" else SQLITE
