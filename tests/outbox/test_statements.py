@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -64,13 +64,17 @@ def outcome_for(message_pk: int, recipient_ids: list[int]) -> Outcome:
     )
 
 
-def record_on_loop(runtime: Runtime, outcomes: list[Outcome], worker_id: str) -> None:
-    """Record as the worker does: on PostgreSQL without SQLAlchemy."""
+def record(runtime: Runtime, outcomes: list[Outcome], writer: str) -> None:
+    """Record with the store function, or as the worker does: on its event
+    loop and, on PostgreSQL, without SQLAlchemy."""
+    if writer == "store":
+        store.record_outcomes(runtime.sessions, outcomes, "worker-1")
+        return
 
     async def main() -> None:
         caller = DatabaseCaller(runtime.engine, runtime.sessions)
         try:
-            await caller.record_outcomes(outcomes, worker_id)
+            await caller.record_outcomes(outcomes, "worker-1")
         finally:
             await caller.close()
 
@@ -90,11 +94,7 @@ def test_outcome_rows_read_back_unchanged(any_runtime: Runtime, writer: str) -> 
             )
         )
 
-    outcomes = [outcome_for(message_pk, recipient_ids)]
-    if writer == "store":
-        store.record_outcomes(any_runtime.sessions, outcomes, "worker-1")
-    else:
-        record_on_loop(any_runtime, outcomes, "worker-1")
+    record(any_runtime, [outcome_for(message_pk, recipient_ids)], writer)
 
     with any_runtime.sessions() as session:
         message = session.get(OutboxMessage, message_pk)
@@ -143,7 +143,10 @@ def test_outcome_rows_read_back_unchanged(any_runtime: Runtime, writer: str) -> 
         assert attempt.worker == "worker-1"
 
 
-def test_times_compare_alike_whoever_wrote_them(any_runtime: Runtime) -> None:
+@pytest.mark.parametrize("writer", ["store", "worker"])
+def test_times_compare_alike_whoever_wrote_them(
+    any_runtime: Runtime, writer: str
+) -> None:
     add_profile(any_runtime, 2525)
     recorded = queue(any_runtime)
     with any_runtime.sessions() as session:
@@ -152,7 +155,7 @@ def test_times_compare_alike_whoever_wrote_them(any_runtime: Runtime) -> None:
         ).one()
     outcome = outcome_for(recorded, [recipient_id, recipient_id])
     outcome.recipients = outcome.recipients[1:]
-    store.record_outcomes(any_runtime.sessions, [outcome], "worker-1")
+    record(any_runtime, [outcome], writer)
     # Two more messages, their retry times written by the ORM: one due at
     # the same moment, one a microsecond later.
     same, later = queue(any_runtime), queue(any_runtime)
@@ -177,6 +180,30 @@ def test_times_compare_alike_whoever_wrote_them(any_runtime: Runtime) -> None:
     assert first.sent_at == datetime(2030, 5, 6, 7, 8, 2, 999999, tzinfo=UTC)
     assert first.provider_queue_id == "Q-42"
     assert first.attempt_count == 1
+
+
+@pytest.mark.parametrize("writer", ["store", "worker"])
+def test_outcome_times_stored_in_utc(any_runtime: Runtime, writer: str) -> None:
+    add_profile(any_runtime, 2525)
+    message_pk = queue(any_runtime)
+    with any_runtime.sessions() as session:
+        recipient_id = session.scalars(
+            select(MessageRecipient.id).where(MessageRecipient.message_pk == message_pk)
+        ).one()
+    outcome = outcome_for(message_pk, [recipient_id, recipient_id])
+    outcome.recipients = outcome.recipients[1:]
+    plus_two = timezone(timedelta(hours=2))
+    outcome.started_at = datetime(2030, 5, 6, 9, 8, 1, 250000, tzinfo=plus_two)
+    outcome.next_attempt_at = datetime(2030, 5, 6, 9, 8, 9, tzinfo=plus_two)
+
+    record(any_runtime, [outcome], writer)
+
+    with any_runtime.sessions() as session:
+        message = session.get(OutboxMessage, message_pk)
+        attempt = session.scalars(select(DeliveryAttempt)).one()
+    assert message is not None
+    assert message.next_attempt_at == ROUND_SECOND
+    assert attempt.started_at == datetime(2030, 5, 6, 7, 8, 1, 250000, tzinfo=UTC)
 
 
 def _claim_at(runtime: Runtime, now: datetime) -> list[store.ClaimedMessage]:

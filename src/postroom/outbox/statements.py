@@ -263,9 +263,15 @@ def _int_array(values: Iterable[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def _json_time(value: datetime | None) -> str | None:
-    naive = _naive_utc(value)
-    return None if naive is None else naive.isoformat()
+def _utc(value: datetime | None) -> datetime | None:
+    """Return the time in UTC, for orjson to write with its offset.
+
+    PostgreSQL ignores the offset of a value read as ``timestamp``, so only
+    a UTC time is read right.
+    """
+    if value is None or value.tzinfo is UTC:
+        return value
+    return value.astimezone(UTC)
 
 
 class PostgresStatements:
@@ -342,12 +348,12 @@ class PostgresStatements:
                 "id": outcome.message_pk,
                 "status": outcome.status,
                 "attempt": outcome.attempt_number,
-                "next_attempt_at": _json_time(outcome.next_attempt_at),
-                "sent_at": _json_time(outcome.sent_at),
+                "next_attempt_at": _utc(outcome.next_attempt_at),
+                "sent_at": _utc(outcome.sent_at),
                 "queue_id": outcome.provider_queue_id,
                 "last_error": outcome.last_error,
                 "held_reason": outcome.held_reason,
-                "started_at": _json_time(outcome.started_at),
+                "started_at": _utc(outcome.started_at),
                 "duration_ms": outcome.duration_ms,
                 "outcome": outcome.attempt_outcome,
                 "step": outcome.step,
