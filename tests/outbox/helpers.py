@@ -11,7 +11,9 @@ from typing import Any
 
 from postroom.domain import profiles
 from postroom.domain.db import transaction
-from postroom.domain.models import OutboxMessage
+from postroom.domain.models import OutboxMessage, Profile
+from postroom.outbox import store
+from postroom.outbox.dbcall import DatabaseCaller
 from postroom.outbox.queue import MessageRequest, enqueue, message_view
 from postroom.outbox.worker import Worker
 from postroom.runtime import Runtime
@@ -44,6 +46,38 @@ def queue(runtime: Runtime, **changes: Any) -> int:
     values.update(changes)
     with transaction(runtime.sessions) as session:
         return enqueue(session, MessageRequest.model_validate(values)).id
+
+
+def claim(
+    runtime: Runtime,
+    path: str,
+    *,
+    exclude_profiles: list[str] | None = None,
+    profile_cache: store.ProfileCache | None = None,
+) -> tuple[list[store.ClaimedMessage], dict[str, Profile]]:
+    """Claim up to ten due messages with the store function (``path`` "store")
+    or as a worker does ("worker"): on PostgreSQL, without SQLAlchemy."""
+    cache = profile_cache or store.ProfileCache()
+    if path == "store":
+        return store.claim_due(
+            runtime.sessions,
+            "worker",
+            10,
+            60,
+            exclude_profiles=exclude_profiles,
+            profile_cache=cache,
+        )
+
+    async def main() -> tuple[list[store.ClaimedMessage], dict[str, Profile]]:
+        caller = DatabaseCaller(runtime.engine, runtime.sessions)
+        try:
+            return await caller.claim_due(
+                "worker", 10, 60, exclude_profiles or [], cache
+            )
+        finally:
+            await caller.close()
+
+    return asyncio.run(main())
 
 
 def view(runtime: Runtime, message_pk: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.domain.db import transaction
-from postroom.outbox.dbcall import _ASYNC_POOL_SIZE, DatabaseCaller, PostgresConnection
+from postroom.outbox.dbcall import DatabaseCaller, PostgresConnection
 from postroom.runtime import Runtime
 
 
@@ -109,33 +109,22 @@ def test_other_sqlite_errors_not_retried(runtime: Runtime) -> None:
     assert calls == [1]
 
 
-def test_postgresql_waits_free_the_loop(any_runtime: Runtime) -> None:
-    if any_runtime.engine.dialect.name != "postgresql":
-        pytest.skip("the SQLite case is tested above")
-    calls: list[int] = []
+def test_postgresql_waits_free_the_loop(pg_runtime: Runtime) -> None:
     ticker = Ticker()
-
-    def slow_write(sessions: sessionmaker[Session]) -> int:
-        with transaction(sessions) as session:
-            session.execute(text("SELECT pg_sleep(0.3)"))
-        return write_note(sessions, calls)
 
     async def main() -> None:
         ticking = asyncio.create_task(ticker.run())
-        caller = DatabaseCaller(any_runtime.engine, any_runtime.sessions)
+        connection = PostgresConnection(pg_runtime.engine.url)
         try:
-            await caller(slow_write)
+            await connection.execute("SELECT pg_sleep(0.3)")
         finally:
-            await caller.close()
+            await connection.close()
             ticking.cancel()
 
     asyncio.run(main())
 
-    # The store function ran on the loop's thread, and the loop went on
-    # while PostgreSQL slept.
-    assert calls == [threading.get_ident()]
+    # The loop went on while PostgreSQL slept.
     assert ticker.ticks >= 10
-    assert stored_note(any_runtime) == "touched"
 
 
 def test_loop_calls_skip_an_exhausted_pool(runtime: Runtime) -> None:
@@ -164,38 +153,7 @@ def test_loop_calls_skip_an_exhausted_pool(runtime: Runtime) -> None:
     assert stored_note(runtime) == "touched"
 
 
-def backend_pid(sessions: sessionmaker[Session]) -> int:
-    with transaction(sessions) as session:
-        return int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
-
-
-def test_postgresql_connection_kept_until_it_fails(pg_runtime: Runtime) -> None:
-    async def main() -> tuple[int, int, int]:
-        caller = DatabaseCaller(pg_runtime.engine, pg_runtime.sessions)
-        try:
-            first = await caller(backend_pid)
-            # Kept by the caller, not given back to the pool.
-            assert caller._async_engine is not None
-            assert caller._async_engine.sync_engine.pool.checkedout() == 1  # type: ignore[attr-defined]
-            second = await caller(backend_pid)
-            # The server ends the connection, as a restart or an idle
-            # timeout would.
-            with pg_runtime.engine.connect() as admin:
-                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
-            with pytest.raises(Exception, match=r"terminat|closed|connection"):
-                await caller(backend_pid)
-            third = await caller(backend_pid)
-        finally:
-            await caller.close()
-        return first, second, third
-
-    first, second, third = asyncio.run(main())
-
-    assert first == second
-    assert third != first
-
-
-def test_outcome_connection_reopened_after_drop(pg_runtime: Runtime) -> None:
+def test_postgres_connection_reopened_after_drop(pg_runtime: Runtime) -> None:
     async def main() -> tuple[int, int, int]:
         connection = PostgresConnection(pg_runtime.engine.url)
         try:
@@ -216,28 +174,3 @@ def test_outcome_connection_reopened_after_drop(pg_runtime: Runtime) -> None:
     # statement closed it and the next one opened another.
     assert first == second
     assert third != first
-
-
-def test_calls_beyond_pool_size_wait(
-    pg_runtime: Runtime,
-) -> None:
-    def sleep_then_pid(sessions: sessionmaker[Session]) -> int:
-        with transaction(sessions) as session:
-            session.execute(text("SELECT pg_sleep(0.1)"))
-        return backend_pid(sessions)
-
-    async def main() -> list[int]:
-        caller = DatabaseCaller(pg_runtime.engine, pg_runtime.sessions)
-        try:
-            return await asyncio.wait_for(
-                asyncio.gather(*(caller(sleep_then_pid) for _ in range(6))), 20
-            )
-        finally:
-            await caller.close()
-
-    pids = asyncio.run(main())
-
-    # Six calls at once over the connections kept: none waited for a
-    # connection that was idle in the caller instead of in the pool.
-    assert len(pids) == 6
-    assert len(set(pids)) <= _ASYNC_POOL_SIZE

@@ -13,9 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from postroom.domain.db import (
     SessionFactory,
-    create_db_engine,
     is_sqlite_locked,
-    session_factory,
     transaction,
 )
 from postroom.domain.models import (
@@ -30,7 +28,7 @@ from postroom.outbox.dbcall import DatabaseCaller, PostgresConnection
 from postroom.outbox.statements import PostgresStatements
 from postroom.outbox.store import Outcome, RecipientUpdate
 from postroom.runtime import Runtime
-from tests.outbox.helpers import add_profile, queue
+from tests.outbox.helpers import add_profile, claim, queue
 
 # A whole second: SQLite compares timestamps as text, so the statements
 # must write ".000000" as SQLAlchemy does, or this one would sort wrong.
@@ -213,9 +211,8 @@ def _claim_at(runtime: Runtime, now: datetime) -> list[store.ClaimedMessage]:
     return claimed
 
 
-def test_claim_excludes_profiles_and_settled(
-    any_runtime: Runtime,
-) -> None:
+@pytest.mark.parametrize("path", ["store", "worker"])
+def test_claim_excludes_profiles_and_settled(any_runtime: Runtime, path: str) -> None:
     add_profile(any_runtime, 2525)
     add_profile(any_runtime, 2526, name="Reports")
     order = queue(any_runtime, to=["a@example.com", "b@example.com", "c@example.com"])
@@ -236,9 +233,7 @@ def test_claim_excludes_profiles_and_settled(
                 .values(status=status)
             )
 
-    claimed, profiles = store.claim_due(
-        any_runtime.sessions, "worker-1", 10, 60, exclude_profiles=["Reports"]
-    )
+    claimed, profiles = claim(any_runtime, path, exclude_profiles=["Reports"])
 
     assert [message.id for message in claimed] == [order]
     assert set(profiles) == {"Orders"}
@@ -253,36 +248,28 @@ def test_engine_connections_commit_without_waiting(any_runtime: Runtime) -> None
     if any_runtime.engine.dialect.name != "postgresql":
         pytest.skip("synchronous_commit is PostgreSQL's")
 
-    def settings(sessions: SessionFactory) -> tuple[str, str]:
-        with transaction(sessions) as session:
-            commit = session.execute(text("SHOW synchronous_commit")).scalar_one()
-            # In autocommit mode each statement is a transaction of its own,
-            # with a transaction id of its own.
-            first = session.execute(text("SELECT txid_current()")).scalar_one()
-            second = session.execute(text("SELECT txid_current()")).scalar_one()
-        return commit, "autocommit" if first != second else "one transaction"
-
-    async def main() -> tuple[str, str]:
-        caller = DatabaseCaller(any_runtime.engine, any_runtime.sessions)
-        try:
-            return await caller(settings)
-        finally:
-            await caller.close()
-
-    async def outcome_connection_settings() -> tuple[str, str]:
+    async def engine_connection_settings() -> tuple[str, str]:
         connection = PostgresConnection(any_runtime.engine.url)
         try:
             [(commit,)] = await connection.execute("SHOW synchronous_commit")
+            # In autocommit mode each statement is a transaction of its own,
+            # with a transaction id of its own.
             [(first,)] = await connection.execute("SELECT txid_current()")
             [(second,)] = await connection.execute("SELECT txid_current()")
         finally:
             await connection.close()
         return commit, "autocommit" if first != second else "one transaction"
 
-    assert asyncio.run(main()) == ("off", "autocommit")
-    assert asyncio.run(outcome_connection_settings()) == ("off", "autocommit")
+    def pool_settings(sessions: SessionFactory) -> tuple[str, str]:
+        with transaction(sessions) as session:
+            commit = session.execute(text("SHOW synchronous_commit")).scalar_one()
+            first = session.execute(text("SELECT txid_current()")).scalar_one()
+            second = session.execute(text("SELECT txid_current()")).scalar_one()
+        return commit, "autocommit" if first != second else "one transaction"
+
+    assert asyncio.run(engine_connection_settings()) == ("off", "autocommit")
     # Connections of the shared pool keep the server's defaults.
-    assert settings(any_runtime.sessions) == ("on", "one transaction")
+    assert pool_settings(any_runtime.sessions) == ("on", "one transaction")
 
 
 @pytest.mark.parametrize(
@@ -305,64 +292,14 @@ def test_locked_sqlite_is_recognised_raw_or_wrapped(
     assert is_sqlite_locked(error) is locked
 
 
-def test_engine_connection_replaced_after_server_drops_it(
-    any_runtime: Runtime,
-) -> None:
-    if any_runtime.engine.dialect.name != "postgresql":
-        pytest.skip("the SQLite connection is a file, not a server session")
-
-    def backend(sessions: SessionFactory) -> int:
-        with transaction(sessions) as session:
-            cursor = session.connection().connection.cursor()
-            # On the DB-API cursor, as the claim and outcome statements run.
-            cursor.execute("SELECT pg_backend_pid()")
-            return int(cursor.fetchall()[0][0])
-
-    async def main() -> tuple[int, list[str], int]:
-        caller = DatabaseCaller(any_runtime.engine, any_runtime.sessions)
-        failures: list[str] = []
-        try:
-            first = await caller(backend)
-            with any_runtime.engine.connect() as admin:
-                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
-            for _attempt in range(3):
-                try:
-                    return first, failures, await caller(backend)
-                except Exception as exc:
-                    failures.append(type(exc).__name__)
-            raise AssertionError(f"no new connection after {failures}")
-        finally:
-            await caller.close()
-
-    first, failures, second = asyncio.run(main())
-
-    assert second != first
-    # The dropped connection fails at most the one call that found it.
-    assert len(failures) <= 1
-
-
 def test_engine_connections_keep_url_options(any_runtime: Runtime) -> None:
     if any_runtime.engine.dialect.name != "postgresql":
         pytest.skip("libpq options are PostgreSQL's")
     url = any_runtime.engine.url.update_query_dict(
         {"options": "-c application_name=postroom_options_test"}
     )
-    engine = create_db_engine(url.render_as_string(hide_password=False))
 
-    def settings(sessions: SessionFactory) -> tuple[str, str]:
-        with transaction(sessions) as session:
-            name = session.execute(text("SHOW application_name")).scalar_one()
-            commit = session.execute(text("SHOW synchronous_commit")).scalar_one()
-        return name, commit
-
-    async def main() -> tuple[str, str]:
-        caller = DatabaseCaller(engine, session_factory(engine))
-        try:
-            return await caller(settings)
-        finally:
-            await caller.close()
-
-    async def outcome_connection_settings() -> list[tuple[Any, ...]]:
+    async def settings() -> list[tuple[Any, ...]]:
         connection = PostgresConnection(url)
         try:
             return await connection.execute(
@@ -374,31 +311,9 @@ def test_engine_connections_keep_url_options(any_runtime: Runtime) -> None:
         finally:
             await connection.close()
 
-    try:
-        assert asyncio.run(main()) == ("postroom_options_test", "off")
-        assert asyncio.run(outcome_connection_settings()) == [
-            ("postroom_options_test", "off", "off", "force_generic_plan")
-        ]
-    finally:
-        engine.dispose()
-
-
-class _ExplainingCursor:
-    """Runs EXPLAIN of each statement instead of the statement itself."""
-
-    def __init__(self, cursor: Any) -> None:
-        self._cursor = cursor
-        self.plans: list[str] = []
-
-    def execute(self, sql: str, parameters: Any = None) -> None:
-        self._cursor.execute("EXPLAIN " + sql, parameters)
-        self.plans.append("\n".join(row[0] for row in self._cursor.fetchall()))
-
-    def executemany(self, sql: str, parameters: Any) -> None:
-        raise AssertionError("PostgreSQL statements run one per batch")
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        return []
+    assert asyncio.run(settings()) == [
+        ("postroom_options_test", "off", "off", "force_generic_plan")
+    ]
 
 
 def test_engine_statements_plan_index_reads(
@@ -422,42 +337,28 @@ def test_engine_statements_plan_index_reads(
         )
     statements = PostgresStatements()
     now = datetime.now(UTC)
+    outcomes = [
+        outcome_for(message_pk, [recipient_id, recipient_id])
+        for message_pk, recipient_id in zip(message_pks, recipient_ids, strict=True)
+    ]
 
-    def explain(sessions: SessionFactory) -> list[str]:
-        with transaction(sessions) as session:
-            cursor = _ExplainingCursor(session.connection().connection.cursor())
-            statements.claim(cursor, "w", 50, now, now, [])
-            statements.recipients(cursor, message_pks)
-        return cursor.plans
-
-    async def main() -> list[str]:
-        caller = DatabaseCaller(any_runtime.engine, any_runtime.sessions)
-        try:
-            return await caller(explain)
-        finally:
-            await caller.close()
-
-    async def explain_record() -> str:
-        # On the connection the worker records outcomes with.
-        sql, parameters = statements.record_statement(
-            [
-                outcome_for(message_pk, [recipient_id, recipient_id])
-                for message_pk, recipient_id in zip(
-                    message_pks, recipient_ids, strict=True
-                )
-            ],
-            "w",
-            now,
-        )
+    async def explain() -> list[str]:
+        # On the connections the worker claims and records with.
         connection = PostgresConnection(any_runtime.engine.url)
+        plans = []
         try:
-            rows = await connection.execute("EXPLAIN " + sql, parameters)
+            for sql, parameters in (
+                statements.claim_statement("w", 50, now, now, []),
+                statements.recipients_statement(message_pks),
+                statements.record_statement(outcomes, "w", now),
+            ):
+                rows = await connection.execute("EXPLAIN " + sql, parameters)
+                plans.append("\n".join(row[0] for row in rows))
         finally:
             await connection.close()
-        return "\n".join(row[0] for row in rows)
+        return plans
 
-    claim, recipients = asyncio.run(main())
-    record = asyncio.run(explain_record())
+    claim, recipients, record = asyncio.run(explain())
 
     # The claim reads the due messages in order from the partial index and
     # stops after its limit, rather than reading and sorting them all.

@@ -10,20 +10,16 @@ work in it, so the engine keeps these calls on the event loop:
   connection of their own. They do not wait there for another writer's
   lock: a locked database moves the call to a thread and the shared pool,
   where it waits as usual.
-- PostgreSQL calls go through SQLAlchemy's asyncio engine on psycopg's
-  asyncio connection. The same synchronous store functions run on the loop,
-  and each network wait lets the loop send meanwhile. These connections
-  are the engine's own and run in autocommit mode, with commits that do
-  not wait for the disk (see store.py). Every statement the store
-  functions run here must therefore leave the database consistent on its
-  own. A connection is kept from one call to the next, and goes back to
-  the pool only when a call fails.
-- PostgreSQL outcome commits, the most frequent call, skip SQLAlchemy:
-  the statement runs on a psycopg asyncio connection with the same
-  settings (PostgresConnection). A batch of outcomes is one statement and
-  one round trip, with no BEGIN, SET or COMMIT around it. Without
-  SQLAlchemy's greenlet, Session and cursor adapter, the engine used
-  about a tenth less CPU time per message in the benchmark.
+- PostgreSQL claims and outcome commits run their statements on psycopg
+  asyncio connections of the engine's own (PostgresConnection), one for
+  each, so that a claim need not wait for a commit. Each network wait lets
+  the loop send meanwhile. These connections run in autocommit mode, with
+  commits that do not wait for the disk (see store.py): a batch of
+  outcomes is one statement and one round trip, with no BEGIN, SET or
+  COMMIT around it, and every statement must leave the database
+  consistent on its own. Through SQLAlchemy's asyncio engine, its
+  greenlet, Session and cursor adapter had cost the engine about a fifth
+  more CPU time per message in the benchmark.
 """
 
 from __future__ import annotations
@@ -31,24 +27,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from functools import partial
+from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
-from sqlalchemy import URL, Connection, Engine, event
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import URL, Engine
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry
 
 from postroom.clock import utcnow
 from postroom.domain.db import (
-    SYNCHRONOUS_COMMIT_OFF,
     SessionFactory,
     create_db_engine,
     is_sqlite_locked,
     session_factory,
     sqlite_without_lock_wait,
 )
+from postroom.domain.models import Profile
 from postroom.outbox import store
 from postroom.outbox.limits import libpq_url
 from postroom.outbox.statements import POSTGRES
@@ -59,34 +53,77 @@ StoreFunction = Callable[Concatenate[SessionFactory, P], T]
 
 
 class DatabaseCaller:
-    """A runner for store functions, which take a session factory first.
-
-    A function run here must do its work in one transaction: on a locked
-    SQLite database it is rolled back and run again in a thread.
-    """
+    """Claims and outcome commits for one worker, and a runner for store
+    functions, which take a session factory first."""
 
     def __init__(self, engine: Engine, sessions: sessionmaker[Session]) -> None:
         self._engine = engine
         self._sessions = sessions
-        self._async_engine: AsyncEngine | None = None
-        # Made once: each sessionmaker defines a Session subclass, which
-        # costs more than the statements of a typical batch.
-        self._unbound_sessions = sessionmaker(expire_on_commit=False)
         # The loop's own SQLite connection. Calls on the loop run one after
         # another, so one connection is enough. API threads waiting on a lock
         # can hold the whole shared pool, which would stall the loop.
         self._loop_engine: Engine | None = None
         self._loop_sessions: sessionmaker[Session] | None = None
-        # PostgreSQL connections kept between calls. Taking one from the pool
-        # and giving it back cost a third of a small call's CPU time.
-        self._idle: list[AsyncConnection] = []
-        # Made with the engine, on the loop that uses them.
-        self._connections: asyncio.Semaphore | None = None
-        self._outcome_connection = (
-            PostgresConnection(engine.url)
-            if engine.dialect.name == "postgresql"
-            else None
+        self._claim_connection: PostgresConnection | None = None
+        self._outcome_connection: PostgresConnection | None = None
+        if engine.dialect.name == "postgresql":
+            self._claim_connection = PostgresConnection(engine.url)
+            self._outcome_connection = PostgresConnection(engine.url)
+
+    async def claim_due(
+        self,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        exclude_profiles: list[str],
+        profile_cache: store.ProfileCache,
+    ) -> tuple[list[store.ClaimedMessage], dict[str, Profile]]:
+        """Claim due messages as ``store.claim_due`` does."""
+        connection = self._claim_connection
+        if connection is None:
+            return await self(
+                store.claim_due,
+                worker_id,
+                limit,
+                lease_seconds,
+                exclude_profiles=exclude_profiles,
+                profile_cache=profile_cache,
+            )
+        now = utcnow()
+        lease_end = now + timedelta(seconds=lease_seconds)
+        rows = POSTGRES.claimed_rows(
+            await connection.execute(
+                *POSTGRES.claim_statement(
+                    worker_id, limit, now, lease_end, exclude_profiles
+                )
+            )
         )
+        if not rows:
+            return [], {}
+        recipient_rows = POSTGRES.recipient_rows(
+            await connection.execute(
+                *POSTGRES.recipients_statement([row[0] for row in rows])
+            )
+        )
+        messages = store.claimed_messages(
+            rows, recipient_rows, now + timedelta(seconds=lease_seconds / 2)
+        )
+        names = {message.profile_name for message in messages}
+        profiles, stale = profile_cache.match(
+            await connection.execute(*POSTGRES.profile_rows_statement(sorted(names))),
+            names,
+        )
+        if stale:
+            # Rare: the first claim of a worker, or after a profile changed.
+            loaded = await asyncio.to_thread(
+                store.load_profiles, self._sessions, list(stale)
+            )
+            profile_cache.keep(loaded, stale)
+            profiles.update((profile.name, profile) for profile in loaded)
+        sendable, held_by_reason = store.sort_out_held(messages, profiles)
+        for reason, message_pks in held_by_reason.items():
+            await asyncio.to_thread(store.hold, self._sessions, message_pks, reason)
+        return sendable, profiles
 
     async def record_outcomes(
         self, outcomes: list[store.Outcome], worker_id: str
@@ -102,8 +139,12 @@ class DatabaseCaller:
     async def __call__(
         self, function: StoreFunction[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        if self._engine.dialect.name == "postgresql":
-            return await self._on_async_connection(function, *args, **kwargs)
+        """Run a store function: on SQLite on the loop, on PostgreSQL in a
+        thread. The function must do its work in one transaction: on a
+        locked SQLite database it is rolled back and run again in a thread.
+        """
+        if self._engine.dialect.name != "sqlite":
+            return await asyncio.to_thread(function, self._sessions, *args, **kwargs)
         if self._loop_sessions is None and self._engine.url.database in (
             None,
             "",
@@ -127,48 +168,10 @@ class DatabaseCaller:
                 raise
         return await asyncio.to_thread(function, self._sessions, *args, **kwargs)
 
-    async def _on_async_connection(
-        self, function: StoreFunction[P, T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        if self._async_engine is None or self._connections is None:
-            self._async_engine = _autocommit_engine(self._engine)
-            self._connections = asyncio.Semaphore(_ASYNC_POOL_SIZE)
-        engine = self._async_engine
-
-        def run(connection: Connection) -> T:
-            return function(
-                partial(self._unbound_sessions, bind=connection), *args, **kwargs
-            )
-
-        # No more calls at once than the pool has connections, because a call
-        # waiting for the pool would wait for a connection kept here.
-        async with self._connections:
-            connection = self._idle.pop() if self._idle else await engine.connect()
-            try:
-                result = await connection.run_sync(run)
-            except BaseException:
-                # Back to the pool, which resets the connection or, if it
-                # broke, discards it and opens another for the next call.
-                # The call's own error is the one to raise.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(connection.close())
-                raise
-            if self._async_engine is engine:
-                self._idle.append(connection)
-            else:
-                # close() ran meanwhile and disposed of the engine.
-                await connection.close()
-            return result
-
     async def close(self) -> None:
-        if self._outcome_connection is not None:
-            await self._outcome_connection.close()
-        while self._idle:
-            await self._idle.pop().close()
-        if self._async_engine is not None:
-            await self._async_engine.dispose()
-            self._async_engine = None
-            self._connections = None
+        for connection in (self._claim_connection, self._outcome_connection):
+            if connection is not None:
+                await connection.close()
         if self._loop_engine is not None:
             self._loop_engine.dispose()
             self._loop_engine = None
@@ -190,11 +193,6 @@ _INDEX_ONLY_PLANS = (
 )
 
 
-# For claims, which a worker runs one at a time. Outcome commits have a
-# connection of their own.
-_ASYNC_POOL_SIZE = 1
-
-
 def _engine_options(url: URL) -> str:
     """Return the libpq options of the engine's own connections.
 
@@ -210,33 +208,15 @@ def _engine_options(url: URL) -> str:
     )
 
 
-def _autocommit_engine(engine: Engine) -> AsyncEngine:
-    # No pre-ping: it would cost a round trip per call. A connection that
-    # died since its last use fails its call, which the recorder and the
-    # claim loop retry, and the pool replaces it.
-    async_engine = create_async_engine(
-        engine.url.difference_update_query(["options"]),
-        pool_size=_ASYNC_POOL_SIZE,
-        max_overflow=0,
-        isolation_level="AUTOCOMMIT",
-        connect_args={"options": _engine_options(engine.url)},
-    )
-
-    def mark(_dbapi_connection: object, record: ConnectionPoolEntry) -> None:
-        record.info[SYNCHRONOUS_COMMIT_OFF] = True
-
-    event.listen(async_engine.sync_engine, "connect", mark)
-    return async_engine
-
-
 class PostgresConnection:
     """A psycopg asyncio connection of the engine's own, without SQLAlchemy.
 
-    It has the settings of the engine's other connections: autocommit,
-    commits that do not wait for the disk, index-only plans. It is opened
-    on first use and kept. A statement that fails closes it, so the next
-    one opens a new connection, as the pool does for the others. Statements
-    run one at a time: psycopg serializes the operations of a connection.
+    It runs in autocommit mode, with commits that do not wait for the disk
+    and index-only plans. It is opened on first use and kept, with no
+    liveness check, which would cost a round trip per statement. A
+    statement that fails closes it, so the next one opens a new connection.
+    Statements run one at a time: psycopg serializes the operations of a
+    connection.
     """
 
     def __init__(self, url: URL) -> None:
@@ -248,9 +228,7 @@ class PostgresConnection:
         self._options = _engine_options(url)
         self._connection: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
 
-    async def execute(
-        self, sql: str, parameters: dict[str, Any] | None = None
-    ) -> list[tuple[Any, ...]]:
+    async def execute(self, sql: str, parameters: Any = None) -> list[tuple[Any, ...]]:
         """Run one statement; return its rows, if it returns any."""
         connection = self._connection
         if connection is None or connection.closed:

@@ -275,6 +275,10 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 class PostgresStatements:
+    """Each statement also comes as its SQL and parameters, with a function
+    for its rows, for connections that do not offer a DB-API cursor (see
+    dbcall.py)."""
+
     def claim(
         self,
         cursor: Cursor,
@@ -284,9 +288,22 @@ class PostgresStatements:
         lease_end: datetime,
         exclude_profiles: Sequence[str],
     ) -> list[tuple[Any, ...]]:
+        cursor.execute(
+            *self.claim_statement(worker_id, limit, now, lease_end, exclude_profiles)
+        )
+        return self.claimed_rows(cursor.fetchall())
+
+    @staticmethod
+    def claim_statement(
+        worker_id: str,
+        limit: int,
+        now: datetime,
+        lease_end: datetime,
+        exclude_profiles: Sequence[str],
+    ) -> tuple[str, dict[str, Any]]:
         # SKIP LOCKED: concurrent workers claim disjoint messages without
         # waiting for each other.
-        cursor.execute(
+        return (
             "UPDATE messages SET status = 'sending', lease_owner = %(worker)s, "
             "lease_expires_at = %(lease)s, next_attempt_at = %(lease)s, "
             "updated_at = %(now)s WHERE id IN (SELECT id FROM messages "
@@ -301,6 +318,9 @@ class PostgresStatements:
                 "limit": limit,
             },
         )
+
+    @staticmethod
+    def claimed_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
         return [
             (
                 *row[:7],
@@ -308,28 +328,41 @@ class PostgresStatements:
                 None if row[8] is None else row[8].replace(tzinfo=UTC),
                 row[9],
             )
-            for row in cursor.fetchall()
+            for row in rows
         ]
 
     def recipients(
         self, cursor: Cursor, message_pks: Sequence[int]
     ) -> Sequence[Sequence[Any]]:
-        cursor.execute(
+        cursor.execute(*self.recipients_statement(message_pks))
+        return self.recipient_rows(cursor.fetchall())
+
+    @staticmethod
+    def recipients_statement(message_pks: Sequence[int]) -> tuple[str, tuple[Any]]:
+        return (
             "SELECT id, message_pk, address, status FROM message_recipients "
             "WHERE message_pk = ANY(%s::int[])",
             (list(message_pks),),
         )
+
+    @staticmethod
+    def recipient_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
         # Sorted here: the engine's connections plan without sorts (see
         # dbcall.py), and ORDER BY id would read the whole primary key.
-        return sorted(tuple(row) for row in cursor.fetchall())
+        return sorted(tuple(row) for row in rows)
 
     def profile_rows(
         self, cursor: Cursor, names: Sequence[str]
     ) -> Sequence[Sequence[Any]]:
-        cursor.execute(
-            "SELECT name, * FROM profiles WHERE name = ANY(%s::text[])", (list(names),)
-        )
+        cursor.execute(*self.profile_rows_statement(names))
         return cursor.fetchall()
+
+    @staticmethod
+    def profile_rows_statement(names: Sequence[str]) -> tuple[str, tuple[Any]]:
+        return (
+            "SELECT name, * FROM profiles WHERE name = ANY(%s::text[])",
+            (list(names),),
+        )
 
     def record(
         self, cursor: Cursor, outcomes: Sequence[Outcome], worker_id: str, now: datetime
@@ -339,10 +372,7 @@ class PostgresStatements:
     def record_statement(
         self, outcomes: Sequence[Outcome], worker_id: str, now: datetime
     ) -> tuple[str, dict[str, Any]]:
-        """Return the statement that records the outcomes, and its parameters.
-
-        For connections that do not offer a DB-API cursor (see dbcall.py).
-        """
+        """Return the statement that records the outcomes, and its parameters."""
         document = [
             {
                 "id": outcome.message_pk,

@@ -109,13 +109,37 @@ class ProfileCache:
 
     Every claim needs the profiles of the messages it claims. Loading one
     through the ORM costs about as much as claiming fifty messages, so a
-    claim reads the profiles' rows with its cursor and loads again only a
-    profile whose row has changed. The objects are detached: they are read,
-    never changed or saved.
+    claim reads the profiles' rows and loads again only a profile whose
+    row has changed. The objects are detached: they are read, never
+    changed or saved.
     """
 
     def __init__(self) -> None:
         self._loaded: dict[str, tuple[Sequence[Any], Profile]] = {}
+
+    def match(
+        self, rows: Sequence[Sequence[Any]], names: set[str]
+    ) -> tuple[dict[str, Profile], dict[str, Sequence[Any]]]:
+        """Return the kept profiles whose rows are unchanged, and the rows of
+        the others, by name. ``rows`` are the profiles' whole rows, name
+        first."""
+        found: dict[str, Profile] = {}
+        stale: dict[str, Sequence[Any]] = {}
+        for row in rows:
+            loaded = self._loaded.get(row[0])
+            if loaded is not None and loaded[0] == row:
+                found[row[0]] = loaded[1]
+            else:
+                stale[row[0]] = row
+        for name in names - found.keys() - stale.keys():
+            # Deleted: a profile created again under its name is loaded anew.
+            self._loaded.pop(name, None)
+        return found, stale
+
+    def keep(self, profiles: list[Profile], rows: dict[str, Sequence[Any]]) -> None:
+        """Keep profiles loaded for the rows that ``match`` returned."""
+        for profile in profiles:
+            self._loaded[profile.name] = (rows[profile.name], profile)
 
     def profiles(
         self,
@@ -124,28 +148,27 @@ class ProfileCache:
         cursor: Cursor,
         names: set[str],
     ) -> dict[str, Profile]:
-        rows = {row[0]: row for row in statements.profile_rows(cursor, sorted(names))}
-        found: dict[str, Profile] = {}
-        stale = []
-        for name, row in rows.items():
-            loaded = self._loaded.get(name)
-            if loaded is not None and loaded[0] == row:
-                found[name] = loaded[1]
-            else:
-                stale.append(name)
+        found, stale = self.match(statements.profile_rows(cursor, sorted(names)), names)
         if stale:
-            for profile in session.scalars(
-                select(Profile).where(Profile.name.in_(stale))
-            ):
-                # Detached now, so that a rollback of this claim cannot expire
-                # it while it is kept.
-                session.expunge(profile)
-                found[profile.name] = profile
-                self._loaded[profile.name] = (rows[profile.name], profile)
-        for name in names - rows.keys():
-            # Deleted: a profile created again under its name is loaded anew.
-            self._loaded.pop(name, None)
+            loaded = _load_profiles(session, list(stale))
+            self.keep(loaded, stale)
+            found.update((profile.name, profile) for profile in loaded)
         return found
+
+
+def load_profiles(sessions: SessionFactory, names: list[str]) -> list[Profile]:
+    """Load the named profiles, detached from their session."""
+    with sessions() as session:
+        return _load_profiles(session, names)
+
+
+def _load_profiles(session: Session, names: list[str]) -> list[Profile]:
+    profiles = list(session.scalars(select(Profile).where(Profile.name.in_(names))))
+    for profile in profiles:
+        # Detached now, so that a rollback of a claim cannot expire it
+        # while a ProfileCache keeps it.
+        session.expunge(profile)
+    return profiles
 
 
 def _cursor(session: Session) -> Cursor:
@@ -202,36 +225,35 @@ def claim_due(
         if not rows:
             return [], {}
 
-        messages = _claimed_messages(statements, cursor, rows)
-        start_by = now + timedelta(seconds=lease_seconds / 2)
-        for message in messages:
-            message.start_by = start_by
+        recipient_rows = statements.recipients(cursor, [row[0] for row in rows])
+        messages = claimed_messages(
+            rows, recipient_rows, now + timedelta(seconds=lease_seconds / 2)
+        )
         profiles = (profile_cache or ProfileCache()).profiles(
             session,
             statements,
             cursor,
             {message.profile_name for message in messages},
         )
-        sendable = []
-        for message in messages:
-            reason = hold_reason(
-                profiles.get(message.profile_name), message.profile_name
-            )
-            if reason is None:
-                sendable.append(message)
-            else:
-                _hold(session, message.id, reason)
+        sendable, held_by_reason = sort_out_held(messages, profiles)
+        for reason, message_pks in held_by_reason.items():
+            for message_pk in message_pks:
+                _hold(session, message_pk, reason)
         return sendable, profiles
 
 
-def _claimed_messages(
-    statements: OutboxStatements, cursor: Cursor, rows: list[tuple[Any, ...]]
+def claimed_messages(
+    rows: list[tuple[Any, ...]],
+    recipient_rows: Sequence[Sequence[Any]],
+    start_by: datetime,
 ) -> list[ClaimedMessage]:
+    """Build the claimed messages from the claim's rows and their recipients'
+    rows (id, message_pk, address, status, in order of id)."""
     rows.sort(key=lambda row: row[0])
     messages = {row[0]: ClaimedMessage(*row) for row in rows}
-    for recipient_id, message_pk, address, status in statements.recipients(
-        cursor, list(messages)
-    ):
+    for message in messages.values():
+        message.start_by = start_by
+    for recipient_id, message_pk, address, status in recipient_rows:
         message = messages[message_pk]
         if status in _RETRYABLE_RECIPIENTS:
             message.recipients.append(ClaimedRecipient(recipient_id, address))
@@ -240,6 +262,26 @@ def _claimed_messages(
         else:
             message.earlier_failed += 1
     return list(messages.values())
+
+
+def sort_out_held(
+    messages: list[ClaimedMessage], profiles: dict[str, Profile]
+) -> tuple[list[ClaimedMessage], dict[str, list[int]]]:
+    """Return the messages whose profile can send, and the keys of the
+    others by the reason to hold them."""
+    reasons = {
+        name: hold_reason(profiles.get(name), name)
+        for name in {message.profile_name for message in messages}
+    }
+    sendable: list[ClaimedMessage] = []
+    held_by_reason: dict[str, list[int]] = {}
+    for message in messages:
+        reason = reasons[message.profile_name]
+        if reason is None:
+            sendable.append(message)
+        else:
+            held_by_reason.setdefault(reason, []).append(message.id)
+    return sendable, held_by_reason
 
 
 def hold(sessions: sessionmaker[Session], message_pks: list[int], reason: str) -> None:

@@ -243,13 +243,8 @@ class Worker:
     async def _claim(self, limit: int) -> int:
         config = self.runtime.settings
         blocked = [name for name, lane in self.lanes.items() if lane.is_blocked]
-        messages, profiles = await self._call(
-            store.claim_due,
-            self.worker_id,
-            limit,
-            config.lease_seconds,
-            exclude_profiles=blocked,
-            profile_cache=self._profile_cache,
+        messages, profiles = await self._call.claim_due(
+            self.worker_id, limit, config.lease_seconds, blocked, self._profile_cache
         )
         if not messages:
             return 0
