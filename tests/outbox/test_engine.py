@@ -28,7 +28,7 @@ from tests.outbox.helpers import (
     wait_for,
 )
 from tests.peers.certs import Certificates
-from tests.peers.scripted import DROP, Delay, ScriptedServer
+from tests.peers.scripted import DROP, Delay, Raw, ScriptedServer
 
 
 def make_due(runtime: Runtime) -> None:
@@ -187,6 +187,29 @@ def test_data_reply_delayed_within_timeout_is_sent(
     shown = view(any_runtime, message_pk)
     assert shown["status"] == "sent"
     assert shown["provider_queue_id"] == "LATE"
+
+
+def test_reply_with_invalid_utf8_is_recorded(
+    any_runtime: Runtime, start_scripted: Callable[..., ScriptedServer]
+) -> None:
+    # JSON and SQLite reject the surrogates that Python's surrogateescape
+    # leaves for such a byte, and an outcome that cannot be stored would
+    # hold up every later one.
+    server = start_scripted(
+        replies={"DATA": Raw(b"250 2.0.0 Ok: queued as ABC \xff\r\n")}
+    )
+    add_profile(any_runtime, server.port)
+    message_pk = queue(any_runtime)
+
+    async def drain_within_limit() -> int:
+        return await asyncio.wait_for(Worker(any_runtime).drain(), 30)
+
+    attempts = asyncio.run(drain_within_limit())
+
+    shown = view(any_runtime, message_pk)
+    assert attempts == 1
+    assert shown["status"] == "sent"
+    assert shown["attempts"][0]["reply_text"] == "2.0.0 Ok: queued as ABC \\xff"
 
 
 def test_data_reply_delayed_past_timeout_is_retried(

@@ -168,7 +168,10 @@ class ReplyReader(asyncio.Protocol):
                     raise aiosmtplib.SMTPResponseException(-1, "Response too long")
                 return
             del buffer[:start]
-            text = b"\n".join(lines).decode("utf-8", "surrogateescape")
+            # A byte that is not UTF-8 is kept visible as "\\xff": the text is
+            # stored and logged, and neither JSON nor SQLite takes the
+            # surrogates that surrogateescape would leave in it.
+            text = b"\n".join(lines).decode("utf-8", "backslashreplace")
             self._replies.append((code, text))
 
     def eof_received(self) -> bool:
