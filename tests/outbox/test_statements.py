@@ -25,6 +25,7 @@ from postroom.domain.models import (
 )
 from postroom.outbox import store
 from postroom.outbox.dbcall import DatabaseCaller, PostgresConnection
+from postroom.outbox.limits import libpq_connect_args
 from postroom.outbox.statements import PostgresStatements
 from postroom.outbox.store import Outcome, RecipientUpdate
 from postroom.runtime import Runtime
@@ -314,6 +315,58 @@ def test_engine_connections_keep_url_options(any_runtime: Runtime) -> None:
     assert asyncio.run(settings()) == [
         ("postroom_options_test", "off", "off", "force_generic_plan")
     ]
+
+
+def test_engine_connections_keep_pgoptions(
+    any_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if any_runtime.engine.dialect.name != "postgresql":
+        pytest.skip("PGOPTIONS is libpq's")
+    monkeypatch.setenv("PGOPTIONS", "-c application_name=postroom_env_test")
+
+    async def settings() -> list[tuple[Any, ...]]:
+        connection = PostgresConnection(any_runtime.engine.url)
+        try:
+            return await connection.execute(
+                "SELECT current_setting('application_name'), "
+                "current_setting('synchronous_commit')"
+            )
+        finally:
+            await connection.close()
+
+    assert asyncio.run(settings()) == [("postroom_env_test", "off")]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "postgresql+psycopg://us%20er:top%20secret@db.example:5433/mail",
+            {
+                "host": "db.example",
+                "port": 5433,
+                "user": "us er",
+                "password": "top secret",
+                "dbname": "mail",
+            },
+        ),
+        (
+            "postgresql://postroom@/mail?host=a.example:5432&host=b.example:5433",
+            {
+                "host": "a.example,b.example",
+                "port": "5432,5433",
+                "user": "postroom",
+                "dbname": "mail",
+            },
+        ),
+    ],
+)
+def test_libpq_arguments_from_any_engine_url(
+    url: str, expected: dict[str, Any]
+) -> None:
+    # As a URI, a password with a space was rejected by libpq, in an error
+    # that quoted the password, and only the last of several hosts was kept.
+    assert libpq_connect_args(url) == expected
 
 
 def test_engine_statements_plan_index_reads(

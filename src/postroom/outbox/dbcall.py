@@ -44,7 +44,7 @@ from postroom.domain.db import (
 )
 from postroom.domain.models import Profile
 from postroom.outbox import store
-from postroom.outbox.limits import libpq_url
+from postroom.outbox.limits import libpq_connect_args
 from postroom.outbox.statements import POSTGRES
 
 P = ParamSpec("P")
@@ -178,41 +178,31 @@ class DatabaseCaller:
             self._loop_sessions = None
 
 
-# Every statement on these connections finds its rows through an index: the
-# claim reads the due messages in order from ix_messages_due and stops at its
+# Set on each of the engine's connections once it is open. SET rather than
+# the connection's "options", which would replace options set in the URL
+# or in PGOPTIONS.
+#
+# Commits do not wait for the disk: see store.py for why that loses no
+# message. And every statement finds its rows through an index: the claim
+# reads the due messages in order from ix_messages_due and stops at its
 # limit, and outcomes find their rows by key. Outbox tables fill and empty
 # faster than autovacuum analyzes them, and with statistics from a nearly
 # empty table the planner would read and sort every due message on each
 # claim, or read all recipients on each commit. Generic plans also spare
 # planning each statement again.
-_INDEX_ONLY_PLANS = (
-    "-c plan_cache_mode=force_generic_plan",
-    "-c enable_seqscan=off",
-    "-c enable_bitmapscan=off",
-    "-c enable_sort=off",
+_SESSION_SETTINGS = (
+    "SET synchronous_commit = off; "
+    "SET plan_cache_mode = force_generic_plan; "
+    "SET enable_seqscan = off; "
+    "SET enable_bitmapscan = off; "
+    "SET enable_sort = off"
 )
-
-
-def _engine_options(url: URL) -> str:
-    """Return the libpq options of the engine's own connections.
-
-    Options set in the database URL come first, then this module's.
-    """
-    configured = url.query.get("options", ())
-    return " ".join(
-        [
-            *((configured,) if isinstance(configured, str) else configured),
-            "-c synchronous_commit=off",
-            *_INDEX_ONLY_PLANS,
-        ]
-    )
 
 
 class PostgresConnection:
     """A psycopg asyncio connection of the engine's own, without SQLAlchemy.
 
-    It runs in autocommit mode, with commits that do not wait for the disk
-    and index-only plans. It is opened on first use and kept, with no
+    It runs in autocommit mode, with the settings of _SESSION_SETTINGS. It is opened on first use and kept, with no
     liveness check, which would cost a round trip per statement. A
     statement that fails closes it, so the next one opens a new connection.
     Statements run one at a time: psycopg serializes the operations of a
@@ -220,35 +210,44 @@ class PostgresConnection:
     """
 
     def __init__(self, url: URL) -> None:
-        self._conninfo = libpq_url(
-            url.difference_update_query(["options"]).render_as_string(
-                hide_password=False
-            )
-        )
-        self._options = _engine_options(url)
+        self._connect_args = libpq_connect_args(url)
         self._connection: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
 
     async def execute(self, sql: str, parameters: Any = None) -> list[tuple[Any, ...]]:
         """Run one statement; return its rows, if it returns any."""
         connection = self._connection
         if connection is None or connection.closed:
-            connection = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, options=self._options
-            )
-            self._connection = connection
+            connection = await self._open()
         try:
             async with connection.cursor() as cursor:
                 await cursor.execute(sql, parameters)
                 return await cursor.fetchall() if cursor.description else []
         except BaseException:
             # A failed or cancelled statement leaves the connection in an
-            # unknown state. The statement's own error is the one to raise.
+            # unknown state.
             self._connection = None
-            with contextlib.suppress(Exception):
-                await asyncio.shield(connection.close())
+            await _close_quietly(connection)
             raise
+
+    async def _open(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        connection = await psycopg.AsyncConnection.connect(
+            **self._connect_args, autocommit=True
+        )
+        try:
+            await connection.execute(_SESSION_SETTINGS)
+        except BaseException:
+            await _close_quietly(connection)
+            raise
+        self._connection = connection
+        return connection
 
     async def close(self) -> None:
         if self._connection is not None:
             connection, self._connection = self._connection, None
             await connection.close()
+
+
+async def _close_quietly(connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
+    """Close a connection after an error, which is the one to raise."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(connection.close())

@@ -19,11 +19,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.domain.db import transaction
@@ -171,10 +172,16 @@ def forget_old_usage(sessions: sessionmaker[Session], now: datetime) -> int:
         return int(getattr(result, "rowcount", 0) or 0)
 
 
-def libpq_url(sqlalchemy_url: str) -> str:
-    """Turn a SQLAlchemy PostgreSQL URL into one psycopg connects with."""
-    url = make_url(sqlalchemy_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
+def libpq_connect_args(database_url: str | URL) -> dict[str, Any]:
+    """Return the keyword arguments psycopg connects with for a SQLAlchemy URL.
+
+    They are built as SQLAlchemy's psycopg dialect builds them, so that any
+    URL its engine accepts works here too: escaped characters in the user
+    or password, several hosts, libpq parameters in the query.
+    """
+    url = make_url(database_url).set(drivername="postgresql+psycopg")
+    _args, kwargs = url.get_dialect()().create_connect_args(url)
+    return dict(kwargs)
 
 
 class ConnectionSlots:
@@ -194,7 +201,7 @@ class PostgresConnectionSlots(ConnectionSlots):
     """Connection slots shared by every worker, as PostgreSQL advisory locks."""
 
     def __init__(self, database_url: str) -> None:
-        self._conninfo = libpq_url(database_url)
+        self._connect_args = libpq_connect_args(database_url)
         self._connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._lock = asyncio.Lock()
         self._held: set[tuple[int, int]] = set()
@@ -210,7 +217,7 @@ class PostgresConnectionSlots(ConnectionSlots):
                     extra={"slots": len(self._held)},
                 )
             self._connection = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True
+                **self._connect_args, autocommit=True
             )
             for profile_id, slot in sorted(self._held):
                 await self._try_lock(self._connection, profile_id, slot)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from postroom.outbox.limits import libpq_url
+from postroom.outbox.limits import libpq_connect_args
 from postroom.outbox.wakeup import CHANNEL
 
 log = logging.getLogger("postroom.delivery")
@@ -26,12 +26,12 @@ _RECONNECT_MAX_SECONDS = 30.0
 
 async def listen_for_work(database_url: str, wake: Callable[[], None]) -> None:
     """Call ``wake`` on every notification until cancelled."""
-    conninfo = libpq_url(database_url)
+    connect_args = libpq_connect_args(database_url)
     delay = _RECONNECT_FIRST_SECONDS
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
-                conninfo, autocommit=True
+                **connect_args, autocommit=True
             ) as connection:
                 await connection.execute(f"LISTEN {CHANNEL}")
                 delay = _RECONNECT_FIRST_SECONDS
