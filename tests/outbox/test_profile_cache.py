@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -10,7 +11,8 @@ from sqlalchemy import select, text
 from postroom.domain.db import transaction
 from postroom.domain.models import Profile
 from postroom.outbox import store
-from postroom.outbox.statements import statements_for
+from postroom.outbox.dbcall import PostgresConnection
+from postroom.outbox.statements import POSTGRES, statements_for
 from postroom.runtime import Runtime
 
 from .helpers import add_profile, claim, queue, view
@@ -93,3 +95,60 @@ def test_profile_kept_after_rolled_back_claim(any_runtime: Runtime, path: str) -
     _messages, profiles = claim_one(any_runtime, cache, path)
 
     assert profiles["Orders"].port == 2525
+
+
+def test_claim_failing_after_update_gives_back(
+    pg_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On PostgreSQL the claim's UPDATE commits on its own, before the claim
+    # reads recipients and loads profiles.
+    add_profile(pg_runtime, 2525)
+    message_pk = queue(pg_runtime)
+
+    def unavailable(*_args: Any) -> list[Profile]:
+        raise RuntimeError("the shared pool timed out")
+
+    monkeypatch.setattr(store, "load_profiles", unavailable)
+    with pytest.raises(RuntimeError, match="shared pool"):
+        claim(pg_runtime, "worker")
+
+    shown = view(pg_runtime, message_pk)
+    assert shown["status"] == "queued"
+    assert shown["attempt_count"] == 0
+
+
+@pytest.mark.parametrize("active", [True, False])
+def test_hold_checks_profile_again(any_runtime: Runtime, active: bool) -> None:
+    # The claim found the profile unable to send; by the time the hold is
+    # written an operator may have fixed it.
+    add_profile(any_runtime, 2525)
+    messages, _profiles = claim_one(any_runtime, store.ProfileCache(), "store")
+    update_profile(any_runtime, is_active=active)
+
+    store.hold_claimed(any_runtime.sessions, [messages[0].id], "Orders", "worker")
+
+    shown = view(any_runtime, messages[0].id)
+    assert shown["status"] == ("queued" if active else "held")
+
+
+def test_profile_rows_survive_added_column(pg_runtime: Runtime) -> None:
+    # psycopg prepares a statement after five runs; "SELECT *" would then
+    # fail once a migration of a newer version adds a column.
+    add_profile(pg_runtime, 2525)
+    sql, parameters = POSTGRES.profile_rows_statement(["Orders"])
+
+    async def main() -> tuple[int, int]:
+        connection = PostgresConnection(pg_runtime.engine.url)
+        try:
+            for _run in range(6):
+                before = await connection.execute(sql, parameters)
+            with pg_runtime.engine.begin() as admin:
+                admin.execute(text("ALTER TABLE profiles ADD COLUMN added int"))
+            after = await connection.execute(sql, parameters)
+        finally:
+            await connection.close()
+        return len(before[0]), len(after[0])
+
+    before, after = asyncio.run(main())
+
+    assert before == after

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
@@ -100,6 +100,38 @@ class DatabaseCaller:
         )
         if not rows:
             return [], {}
+        try:
+            return await self._claimed(
+                worker_id, rows, now, lease_seconds, profile_cache
+            )
+        except BaseException:
+            # The claim's UPDATE has committed on its own. Give the messages
+            # back rather than leave them leased, and unsent, until the
+            # lease ends; if that fails too, the lease ending does it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    asyncio.to_thread(
+                        store.release,
+                        self._sessions,
+                        [row[0] for row in rows],
+                        None,
+                        worker_id,
+                    )
+                )
+            raise
+
+    async def _claimed(
+        self,
+        worker_id: str,
+        rows: list[tuple[Any, ...]],
+        now: datetime,
+        lease_seconds: float,
+        profile_cache: store.ProfileCache,
+    ) -> tuple[list[store.ClaimedMessage], dict[str, Profile]]:
+        """Finish a claim: read its recipients and profiles, hold what
+        cannot be sent."""
+        connection = self._claim_connection
+        assert connection is not None
         recipient_rows = POSTGRES.recipient_rows(
             await connection.execute(
                 *POSTGRES.recipients_statement([row[0] for row in rows])
@@ -120,9 +152,11 @@ class DatabaseCaller:
             )
             profile_cache.keep(loaded, stale)
             profiles.update((profile.name, profile) for profile in loaded)
-        sendable, held_by_reason = store.sort_out_held(messages, profiles)
-        for reason, message_pks in held_by_reason.items():
-            await asyncio.to_thread(store.hold, self._sessions, message_pks, reason)
+        sendable, held_by_profile = store.sort_out_held(messages, profiles)
+        for name, message_pks in held_by_profile.items():
+            await asyncio.to_thread(
+                store.hold_claimed, self._sessions, message_pks, name, worker_id
+            )
         return sendable, profiles
 
     async def record_outcomes(

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from postroom.domain.models import Profile
+
 if TYPE_CHECKING:
     from postroom.outbox.store import Outcome
 
@@ -30,6 +32,10 @@ CLAIMED_COLUMNS = (
     "id, profile_name, message_id, envelope_sender, raw, smtputf8, "
     "attempt_count, created_at, sent_at, provider_queue_id"
 )
+# Named rather than "*": a column added to the table by a newer version's
+# migration, while this worker runs, would change the result type of a
+# statement that PostgreSQL had prepared, and fail it.
+_PROFILE_COLUMNS = ", ".join(f'"{column.name}"' for column in Profile.__table__.columns)
 # The status filter is written out, not bound, so that PostgreSQL can prove
 # the partial index ix_messages_due applies even to a generic plan.
 _DUE = "status IN ('queued', 'sending') AND next_attempt_at <= "
@@ -66,7 +72,7 @@ class OutboxStatements(Protocol):
     def profile_rows(
         self, cursor: Cursor, names: Sequence[str]
     ) -> Sequence[Sequence[Any]]:
-        """Return the whole rows of the named profiles, the name first."""
+        """Return the named profiles' rows: the name, then every mapped column."""
 
     def record(
         self, cursor: Cursor, outcomes: Sequence[Outcome], worker_id: str, now: datetime
@@ -152,7 +158,8 @@ class SqliteStatements:
     ) -> Sequence[Sequence[Any]]:
         marks = ", ".join("?" * len(names))
         cursor.execute(
-            f"SELECT name, * FROM profiles WHERE name IN ({marks})", tuple(names)
+            f"SELECT name, {_PROFILE_COLUMNS} FROM profiles WHERE name IN ({marks})",
+            tuple(names),
         )
         return cursor.fetchall()
 
@@ -360,7 +367,8 @@ class PostgresStatements:
     @staticmethod
     def profile_rows_statement(names: Sequence[str]) -> tuple[str, tuple[Any]]:
         return (
-            "SELECT name, * FROM profiles WHERE name = ANY(%s::text[])",
+            f"SELECT name, {_PROFILE_COLUMNS} FROM profiles "
+            "WHERE name = ANY(%s::text[])",
             (list(names),),
         )
 

@@ -235,10 +235,9 @@ def claim_due(
             cursor,
             {message.profile_name for message in messages},
         )
-        sendable, held_by_reason = sort_out_held(messages, profiles)
-        for reason, message_pks in held_by_reason.items():
-            for message_pk in message_pks:
-                _hold(session, message_pk, reason)
+        sendable, held_by_profile = sort_out_held(messages, profiles)
+        for name, message_pks in held_by_profile.items():
+            _hold_claimed(session, message_pks, name, worker_id)
         return sendable, profiles
 
 
@@ -268,20 +267,45 @@ def sort_out_held(
     messages: list[ClaimedMessage], profiles: dict[str, Profile]
 ) -> tuple[list[ClaimedMessage], dict[str, list[int]]]:
     """Return the messages whose profile can send, and the keys of the
-    others by the reason to hold them."""
-    reasons = {
-        name: hold_reason(profiles.get(name), name)
+    others by profile name."""
+    can_send = {
+        name: hold_reason(profiles.get(name), name) is None
         for name in {message.profile_name for message in messages}
     }
     sendable: list[ClaimedMessage] = []
-    held_by_reason: dict[str, list[int]] = {}
+    held_by_profile: dict[str, list[int]] = {}
     for message in messages:
-        reason = reasons[message.profile_name]
-        if reason is None:
+        if can_send[message.profile_name]:
             sendable.append(message)
         else:
-            held_by_reason.setdefault(reason, []).append(message.id)
-    return sendable, held_by_reason
+            held_by_profile.setdefault(message.profile_name, []).append(message.id)
+    return sendable, held_by_profile
+
+
+def hold_claimed(
+    sessions: SessionFactory, message_pks: list[int], profile_name: str, worker_id: str
+) -> None:
+    """Hold claimed messages whose profile could not send when claimed."""
+    with transaction(sessions) as session:
+        _hold_claimed(session, message_pks, profile_name, worker_id)
+
+
+def _hold_claimed(
+    session: Session, message_pks: list[int], profile_name: str, worker_id: str
+) -> None:
+    # The profile's row is read again, locked, in the hold's own transaction.
+    # An operator who fixed the profile since the claim read it has either
+    # committed, and the messages go back to the queue, or waits for this
+    # transaction and then releases the held messages.
+    profile = session.scalars(
+        select(Profile).where(Profile.name == profile_name).with_for_update(read=True)
+    ).one_or_none()
+    reason = hold_reason(profile, profile_name)
+    if reason is None:
+        _release(session, message_pks, None, worker_id)
+        return
+    for message_pk in message_pks:
+        _hold(session, message_pk, reason)
 
 
 def hold(sessions: sessionmaker[Session], message_pks: list[int], reason: str) -> None:
@@ -334,25 +358,34 @@ def release(
     if not message_pks:
         return
     with transaction(sessions) as session:
-        session.execute(
-            update(OutboxMessage)
-            .where(
-                OutboxMessage.id.in_(message_pks),
-                OutboxMessage.status == MessageStatus.SENDING,
-                *(
-                    [OutboxMessage.lease_owner == worker_id]
-                    if worker_id is not None
-                    else []
-                ),
-            )
-            .values(
-                status=MessageStatus.QUEUED,
-                lease_owner=None,
-                lease_expires_at=None,
-                next_attempt_at=not_before or utcnow(),
-            )
-            .execution_options(synchronize_session=False)
+        _release(session, message_pks, not_before, worker_id)
+
+
+def _release(
+    session: Session,
+    message_pks: list[int],
+    not_before: datetime | None,
+    worker_id: str | None,
+) -> None:
+    session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id.in_(message_pks),
+            OutboxMessage.status == MessageStatus.SENDING,
+            *(
+                [OutboxMessage.lease_owner == worker_id]
+                if worker_id is not None
+                else []
+            ),
         )
+        .values(
+            status=MessageStatus.QUEUED,
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=not_before or utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def count_due(sessions: sessionmaker[Session]) -> int:
