@@ -241,6 +241,10 @@ class PostgresConnection:
     statement that fails closes it, so the next one opens a new connection.
     Statements run one at a time: psycopg serializes the operations of a
     connection.
+
+    NOTE: no statement timeout or TCP keepalive is set, so a server that
+    stops answering without closing the connection holds a statement
+    until the operating system gives up on it.
     """
 
     def __init__(self, url: URL) -> None:

@@ -98,6 +98,9 @@ class Recorder:
                     [outcome for outcome, _future in batch], self._worker_id
                 )
             except Exception as exc:
+                # NOTE: a commit whose reply was lost is written again: its
+                # attempts get a second row each (messages and recipients
+                # are only set again to the same values).
                 log.error(
                     "cannot record delivery outcomes; trying again",
                     extra={"outcomes": len(batch), "error": str(exc)},
