@@ -142,18 +142,25 @@ def test_outcome_rows_read_back_unchanged(any_runtime: Runtime, writer: str) -> 
         assert attempt.worker == "worker-1"
 
 
+def queued_with_outcome(runtime: Runtime) -> tuple[int, int, Outcome]:
+    """Queue a message to one recipient; return it, the recipient and an
+    outcome for them."""
+    add_profile(runtime, 2525)
+    message_pk = queue(runtime)
+    with runtime.sessions() as session:
+        recipient_id = session.scalars(
+            select(MessageRecipient.id).where(MessageRecipient.message_pk == message_pk)
+        ).one()
+    outcome = outcome_for(message_pk, [recipient_id, recipient_id])
+    outcome.recipients = outcome.recipients[1:]
+    return message_pk, recipient_id, outcome
+
+
 @pytest.mark.parametrize("writer", ["store", "worker"])
 def test_times_compare_alike_whoever_wrote_them(
     any_runtime: Runtime, writer: str
 ) -> None:
-    add_profile(any_runtime, 2525)
-    recorded = queue(any_runtime)
-    with any_runtime.sessions() as session:
-        recipient_id = session.scalars(
-            select(MessageRecipient.id).where(MessageRecipient.message_pk == recorded)
-        ).one()
-    outcome = outcome_for(recorded, [recipient_id, recipient_id])
-    outcome.recipients = outcome.recipients[1:]
+    recorded, recipient_id, outcome = queued_with_outcome(any_runtime)
     record(any_runtime, [outcome], writer)
     # Two more messages, their retry times written by the ORM: one due at
     # the same moment, one a microsecond later.
@@ -183,14 +190,7 @@ def test_times_compare_alike_whoever_wrote_them(
 
 @pytest.mark.parametrize("writer", ["store", "worker"])
 def test_outcome_times_stored_in_utc(any_runtime: Runtime, writer: str) -> None:
-    add_profile(any_runtime, 2525)
-    message_pk = queue(any_runtime)
-    with any_runtime.sessions() as session:
-        recipient_id = session.scalars(
-            select(MessageRecipient.id).where(MessageRecipient.message_pk == message_pk)
-        ).one()
-    outcome = outcome_for(message_pk, [recipient_id, recipient_id])
-    outcome.recipients = outcome.recipients[1:]
+    message_pk, _recipient_id, outcome = queued_with_outcome(any_runtime)
     plus_two = timezone(timedelta(hours=2))
     outcome.started_at = datetime(2030, 5, 6, 9, 8, 1, 250000, tzinfo=plus_two)
     outcome.next_attempt_at = datetime(2030, 5, 6, 9, 8, 9, tzinfo=plus_two)
