@@ -97,7 +97,7 @@ def test_profile_kept_after_rolled_back_claim(any_runtime: Runtime, path: str) -
     assert profiles["Orders"].port == 2525
 
 
-def test_claim_failing_after_update_gives_back(
+def test_failed_claim_gives_messages_back(
     pg_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # On PostgreSQL the claim's UPDATE commits on its own, before the claim

@@ -140,6 +140,7 @@ class DatabaseCaller:
         messages = store.claimed_messages(
             rows, recipient_rows, now + timedelta(seconds=lease_seconds / 2)
         )
+
         names = {message.profile_name for message in messages}
         profiles, stale = profile_cache.match(
             await connection.execute(*POSTGRES.profile_rows_statement(sorted(names))),
@@ -152,6 +153,7 @@ class DatabaseCaller:
             )
             profile_cache.keep(loaded, stale)
             profiles.update((profile.name, profile) for profile in loaded)
+
         sendable, held_by_profile = store.sort_out_held(messages, profiles)
         for name, message_pks in held_by_profile.items():
             await asyncio.to_thread(
@@ -243,7 +245,7 @@ class PostgresConnection:
     connection.
 
     NOTE: no statement timeout or TCP keepalive is set, so a server that
-    stops answering without closing the connection holds a statement
+    stops responding without closing the connection holds a statement
     until the operating system gives up on it.
     """
 

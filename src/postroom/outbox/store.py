@@ -121,8 +121,7 @@ class ProfileCache:
         self, rows: Sequence[Sequence[Any]], names: set[str]
     ) -> tuple[dict[str, Profile], dict[str, Sequence[Any]]]:
         """Return the kept profiles whose rows are unchanged, and the rows of
-        the others, by name. ``rows`` are the profiles' whole rows, name
-        first."""
+        the others, by name. ``rows`` come from ``profile_rows``."""
         found: dict[str, Profile] = {}
         stale: dict[str, Sequence[Any]] = {}
         for row in rows:
