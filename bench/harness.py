@@ -177,7 +177,7 @@ def _move_process_tree(parent: int, cores: list[int]) -> None:
 
 
 def postgres_postmaster(runtime: Runtime) -> int | None:
-    """The pid of the runtime's PostgreSQL server, if it runs on this machine."""
+    """Return the pid of the runtime's PostgreSQL server, if it runs here."""
     with runtime.engine.connect() as connection:
         backend = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
     try:

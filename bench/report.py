@@ -16,9 +16,11 @@ def _rounds(ceilings: list[float], engines: list[float]) -> str:
 
 
 def median_ratio(ceilings: list[float], engines: list[float]) -> float:
-    """The median of the rounds' ratios. Each round's engine runs follow its
-    ceiling run at once, so the ratio within a round is the least disturbed
-    by load that drifts."""
+    """Return the median of the rounds' ratios.
+
+    Each round's engine runs follow its ceiling run at once, so the ratio
+    within a round is the least disturbed by load that drifts.
+    """
     return statistics.median(e / c for c, e in zip(ceilings, engines, strict=True))
 
 

@@ -142,7 +142,7 @@ def engine_rate(runtime: Runtime, count: int) -> float:
 def throughput(
     database: Database, data_dir: Path, messages: int, connections: int, rounds: int
 ) -> dict[str, Any]:
-    """Ceiling and engine side by side, in alternating rounds.
+    """Measure the ceiling and the engine side by side, in alternating rounds.
 
     On PostgreSQL each round runs the engine twice: with the server's
     processes on the sink's core, which is the figure the target applies

@@ -170,7 +170,7 @@ def test_postgres_connection_reopened_after_drop(pg_runtime: Runtime) -> None:
 
     first, second, third = asyncio.run(main())
 
-    # Kept between statements; after the server dropped it, the failed
+    # Kept between statements. After the server dropped it, the failed
     # statement closed it and the next one opened another.
     assert first == second
     assert third != first

@@ -27,10 +27,6 @@ _lock_wait_ms: ContextVar[int] = ContextVar(
     "postroom_sqlite_lock_wait_ms", default=_SQLITE_LOCK_WAIT_MS
 )
 
-# Marks, in a pooled connection's info, a PostgreSQL connection opened with
-# synchronous_commit = off for its whole life.
-SYNCHRONOUS_COMMIT_OFF = "postroom_synchronous_commit_off"
-
 # An arbitrary constant that identifies Postroom's migration lock among other
 # PostgreSQL advisory locks on the same server.
 _MIGRATION_LOCK_ID = 0x706F7374_726F6F6D % (2**31)

@@ -107,7 +107,7 @@ class DatabaseCaller:
         except BaseException:
             # The claim's UPDATE has committed on its own. Give the messages
             # back rather than leave them leased, and unsent, until the
-            # lease ends; if that fails too, the lease ending does it.
+            # lease ends. If that fails too, the lease ending does it.
             with contextlib.suppress(Exception):
                 await asyncio.shield(
                     asyncio.to_thread(
@@ -175,8 +175,10 @@ class DatabaseCaller:
     async def __call__(
         self, function: StoreFunction[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run a store function: on SQLite on the loop, on PostgreSQL in a
-        thread. The function must do its work in one transaction: on a
+        """Run a store function, on the loop for SQLite and in a thread for
+        PostgreSQL.
+
+        The function must do its work in one transaction, because on a
         locked SQLite database it is rolled back and run again in a thread.
         """
         if self._engine.dialect.name != "sqlite":
@@ -238,15 +240,15 @@ _SESSION_SETTINGS = (
 class PostgresConnection:
     """A psycopg asyncio connection of the engine's own, without SQLAlchemy.
 
-    It runs in autocommit mode, with the settings of _SESSION_SETTINGS. It is opened on first use and kept, with no
-    liveness check, which would cost a round trip per statement. A
-    statement that fails closes it, so the next one opens a new connection.
-    Statements run one at a time: psycopg serializes the operations of a
-    connection.
+    It runs in autocommit mode, with _SESSION_SETTINGS. It is opened on
+    first use and kept, with no liveness check, which would cost a round
+    trip per statement. A statement that fails closes it, so the next one
+    opens a new connection. Statements run one at a time, because psycopg
+    serializes the operations of a connection.
 
-    NOTE: no statement timeout or TCP keepalive is set, so a server that
-    stops responding without closing the connection holds a statement
-    until the operating system gives up on it.
+    NOTE: no statement timeout or TCP keepalive is set. A server that stops
+    responding without closing the connection blocks a statement until the
+    operating system gives up on the TCP connection.
     """
 
     def __init__(self, url: URL) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.clock import utcnow
-from postroom.domain.db import SYNCHRONOUS_COMMIT_OFF, SessionFactory, transaction
+from postroom.domain.db import SessionFactory, transaction
 from postroom.domain.models import (
     MessageStatus,
     OutboxMessage,
@@ -185,10 +185,7 @@ def _commit_without_waiting_for_disk(session: Session, cursor: Cursor) -> None:
     message queued, a lost outcome has it sent again. Neither loses a
     message, and not waiting for the disk on every batch keeps sending fast.
     """
-    connection = session.connection()
-    if connection.dialect.name == "postgresql" and not connection.info.get(
-        SYNCHRONOUS_COMMIT_OFF
-    ):
+    if session.connection().dialect.name == "postgresql":
         cursor.execute("SET LOCAL synchronous_commit = off")
 
 
